@@ -1,0 +1,149 @@
+//! Kafka clients built from [`KafkaConfig`], and the one way sluice publishes: [`Publisher`],
+//! which returns only once the broker has acknowledged the message.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KafkaConfig;
+use crate::error::{HandlerError, PipelineError};
+
+/// Largest message sluice produces; a dead letter carries its original payload whole.
+const MESSAGE_MAX_BYTES: &str = "4194304";
+
+/// Settings every client shares: the brokers and the `KAFKA_OPT_*` pass-through.
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (name, value) in &kafka.client_overrides {
+        config.set(name, value);
+    }
+    config
+}
+
+pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = client_config(kafka);
+    config
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "30000")
+        .set("message.max.bytes", MESSAGE_MAX_BYTES)
+        .set("queue.buffering.max.kbytes", "65536");
+    for (name, value) in &kafka.client_overrides {
+        config.set(name, value);
+    }
+    config
+}
+
+/// A group consumer that stores offsets only when told: the at-least-once pattern.
+pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut config = client_config(kafka);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
+        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (kafka.session_timeout_ms / 4).max(500).to_string())
+        // Bounded prefetch keeps a worker's memory small whatever the backlog.
+        .set("queued.max.messages.kbytes", "8192")
+        .set("fetch.max.bytes", "8388608")
+        .set("max.partition.fetch.bytes", "1048576");
+    for (name, value) in &kafka.client_overrides {
+        config.set(name, value);
+    }
+    config
+}
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+impl Output {
+    pub fn json<T: Serialize>(
+        topic: String,
+        key: impl Into<Vec<u8>>,
+        value: &T,
+    ) -> Result<Self, HandlerError> {
+        let payload = serde_json::to_vec(value)
+            .map_err(|e| HandlerError::permanent("serialize", e.to_string()))?;
+        Ok(Self {
+            topic,
+            key: Some(key.into()),
+            payload,
+            headers: None,
+        })
+    }
+}
+
+/// A producer whose `publish` returns once the broker acknowledged the message.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+}
+
+impl Publisher {
+    pub fn new(kafka: &KafkaConfig) -> Result<Self, PipelineError> {
+        Ok(Self {
+            producer: producer_config(kafka).create()?,
+        })
+    }
+
+    /// Publishes once; the error is the broker's or the client's.
+    pub async fn try_publish(&self, output: &Output) -> Result<(i32, i64), PipelineError> {
+        let mut record = FutureRecord::to(&output.topic).payload(&output.payload);
+        if let Some(key) = &output.key {
+            record = record.key(key);
+        }
+        if let Some(headers) = &output.headers {
+            record = record.headers(headers.clone());
+        }
+        let delivery = self
+            .producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map_err(|(e, _)| PipelineError::Kafka(e))?;
+        Ok((delivery.partition, delivery.offset))
+    }
+
+    /// Publishes until the broker acknowledges, backing off while it is unreachable, so an
+    /// output is never dropped; gives up only when `shutdown` fires.
+    pub async fn publish(
+        &self,
+        output: &Output,
+        shutdown: &CancellationToken,
+    ) -> Result<(), HandlerError> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.try_publish(output).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(topic = %output.topic, error = %e, "publish failed, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(HandlerError::Interrupted),
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Waits for every message still queued in the client to be delivered.
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(Timeout::After(timeout));
+    }
+}

@@ -1,0 +1,257 @@
+//! What the persister accepts: each consumed message decoded and validated into the row it
+//! becomes, or refused with a permanent error (and so dead-lettered), never a crash.
+
+use chrono::{DateTime, TimeZone, Utc};
+use rdkafka::message::Headers;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sluice_compute::PartResult;
+use sluice_core::envelope::{header, header_i64, header_str};
+use sluice_core::heartbeat::Heartbeat;
+use sluice_core::topics::Topics;
+use sluice_core::{HandlerError, Job, JobResult};
+use uuid::Uuid;
+
+/// Longest job kind accepted.
+const MAX_KIND_LEN: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct ResultRow {
+    pub job_id: Uuid,
+    pub kind: String,
+    /// The result as JSON text, numbers exactly as the worker wrote them.
+    pub result: String,
+    pub error: Option<String>,
+    pub worker: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PartRow {
+    pub job_id: Uuid,
+    pub part: i32,
+    pub parts: i32,
+    pub a: i64,
+    pub b: i64,
+    /// A non-negative integer in decimal, for a `numeric` column.
+    pub result: String,
+    pub worker: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeadLetterRow {
+    pub job_id: Option<Uuid>,
+    pub job_kind: Option<String>,
+    pub job_created_at: Option<DateTime<Utc>>,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub original_topic: Option<String>,
+    pub original_partition: Option<i32>,
+    pub original_offset: Option<i64>,
+    pub attempts: i32,
+    pub error_class: String,
+    pub reason: String,
+    pub first_failure_at: Option<DateTime<Utc>>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// Every header, as a JSON object of strings.
+    pub headers: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    pub instance: String,
+    pub role: String,
+    pub host: String,
+    pub state: String,
+    pub in_flight: i64,
+    pub processed: i64,
+    pub version: String,
+    pub last_seen: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Record {
+    Result(ResultRow),
+    Part(PartRow),
+    DeadLetter(DeadLetterRow),
+    Worker(WorkerRow),
+}
+
+/// Rows of one transaction, grouped by table.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub results: Vec<ResultRow>,
+    pub parts: Vec<PartRow>,
+    pub dead_letters: Vec<DeadLetterRow>,
+    pub workers: Vec<WorkerRow>,
+}
+
+impl<'a> FromIterator<&'a Record> for Batch {
+    fn from_iter<I: IntoIterator<Item = &'a Record>>(records: I) -> Self {
+        let mut batch = Batch::default();
+        for record in records {
+            match record.clone() {
+                Record::Result(row) => batch.results.push(row),
+                Record::Part(row) => batch.parts.push(row),
+                Record::DeadLetter(row) => batch.dead_letters.push(row),
+                Record::Worker(row) => batch.workers.push(row),
+            }
+        }
+        batch
+    }
+}
+
+fn invalid(what: &str, reason: impl std::fmt::Display) -> HandlerError {
+    HandlerError::permanent("invalid_result", format!("invalid {what}: {reason}"))
+}
+
+fn to_i32(value: u32, what: &str) -> Result<i32, HandlerError> {
+    i32::try_from(value).map_err(|_| invalid(what, format!("{value} is out of range")))
+}
+
+/// Decodes and validates one message according to the topic it came from.
+pub fn parse(topics: &Topics, job: &Job) -> Result<Record, HandlerError> {
+    let topic = job.topic.as_str();
+    if topic == topics.results() {
+        parse_result(job).map(Record::Result)
+    } else if topic == topics.part_results() {
+        parse_part(job).map(Record::Part)
+    } else if topic == topics.dead_letters() {
+        Ok(Record::DeadLetter(parse_dead_letter(job)))
+    } else if topic == topics.heartbeats() {
+        parse_heartbeat(job).map(Record::Worker)
+    } else {
+        Err(HandlerError::permanent("schema", format!("no table for topic {topic}")))
+    }
+}
+
+fn parse_result(job: &Job) -> Result<ResultRow, HandlerError> {
+    let result: JobResult =
+        serde_json::from_slice(&job.payload).map_err(|e| invalid("result", e))?;
+    if result.kind.is_empty() || result.kind.len() > MAX_KIND_LEN {
+        return Err(invalid("result", "kind must be 1 to 64 characters"));
+    }
+    let answer = result
+        .result
+        .as_object()
+        .ok_or_else(|| invalid("result", "the answer must be a JSON object"))?;
+    let error = match answer.get("ok") {
+        Some(Value::Bool(true)) => None,
+        Some(Value::Bool(false)) => match answer.get("error") {
+            Some(Value::String(e)) => Some(e.clone()),
+            _ => return Err(invalid("result", "a failed answer needs an error message")),
+        },
+        _ => return Err(invalid("result", "the answer needs a boolean \"ok\"")),
+    };
+    Ok(ResultRow {
+        job_id: result.id,
+        kind: result.kind,
+        result: result.result.to_string(),
+        error,
+        worker: result.worker,
+        attempts: to_i32(result.attempts, "result")?,
+        created_at: result.created_at,
+        finished_at: result.finished_at,
+    })
+}
+
+fn parse_part(job: &Job) -> Result<PartRow, HandlerError> {
+    let part: PartResult =
+        serde_json::from_slice(&job.payload).map_err(|e| invalid("part", e))?;
+    let digits = part.result.to_string();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("part", format!("result {digits} is not a whole number")));
+    }
+    if part.parts == 0 || part.part >= part.parts || part.a == 0 || part.a > part.b {
+        return Err(invalid("part", "inconsistent range"));
+    }
+    let bound = |v: u64| i64::try_from(v).map_err(|_| invalid("part", "range out of bounds"));
+    Ok(PartRow {
+        job_id: part.job_id,
+        part: to_i32(part.part, "part")?,
+        parts: to_i32(part.parts, "part")?,
+        a: bound(part.a)?,
+        b: bound(part.b)?,
+        result: digits,
+        worker: part.worker,
+        attempts: to_i32(part.attempts, "part")?,
+        created_at: part.created_at,
+        finished_at: part.finished_at,
+    })
+}
+
+fn parse_heartbeat(job: &Job) -> Result<WorkerRow, HandlerError> {
+    let beat: Heartbeat =
+        serde_json::from_slice(&job.payload).map_err(|e| invalid("heartbeat", e))?;
+    let state = serde_json::to_value(beat.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let count = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    Ok(WorkerRow {
+        instance: beat.instance,
+        role: beat.role,
+        host: beat.host,
+        state,
+        in_flight: count(beat.in_flight),
+        processed: count(beat.processed),
+        version: beat.version,
+        last_seen: beat.at,
+    })
+}
+
+/// PostgreSQL text cannot hold NUL; a dead letter must be storable whatever it carries.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
+/// A dead letter is always stored: whatever its payload, the headers say why it died.
+fn parse_dead_letter(job: &Job) -> DeadLetterRow {
+    #[derive(Deserialize)]
+    struct EnvelopeHead {
+        id: Uuid,
+        kind: String,
+        created_at: DateTime<Utc>,
+    }
+    let headers = job.headers.as_ref();
+    let head: Option<EnvelopeHead> = serde_json::from_slice(&job.payload).ok();
+    let job_id = header_str(headers, header::JOB_ID)
+        .and_then(|id| id.parse().ok())
+        .or(head.as_ref().map(|h| h.id));
+    let mut all = Map::new();
+    if let Some(headers) = headers {
+        for h in headers.iter() {
+            let value = h.value.map(|v| storable(&String::from_utf8_lossy(v)));
+            all.insert(storable(h.key), value.map_or(Value::Null, Value::String));
+        }
+    }
+    DeadLetterRow {
+        job_id,
+        job_kind: head.as_ref().map(|h| storable(&h.kind)),
+        job_created_at: head.map(|h| h.created_at),
+        source_topic: job.topic.clone(),
+        source_partition: job.partition,
+        source_offset: job.offset,
+        original_topic: header_str(headers, header::ORIGINAL_TOPIC).map(storable),
+        original_partition: header_i64(headers, header::ORIGINAL_PARTITION)
+            .and_then(|p| i32::try_from(p).ok()),
+        original_offset: header_i64(headers, header::ORIGINAL_OFFSET),
+        attempts: header_i64(headers, header::FAILURES)
+            .and_then(|a| i32::try_from(a).ok())
+            .unwrap_or(0),
+        error_class: storable(header_str(headers, header::ERROR_CLASS).unwrap_or("unknown")),
+        reason: storable(header_str(headers, header::ERROR).unwrap_or("no reason given")),
+        first_failure_at: header_i64(headers, header::FIRST_FAILURE_MS)
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+        key: job.key.clone(),
+        payload: job.payload.clone(),
+        headers: Value::Object(all).to_string(),
+    }
+}
