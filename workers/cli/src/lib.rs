@@ -1,1 +1,51 @@
+//! The `sluice` command line: publish compute jobs and wait for their persisted answers,
+//! inspect jobs, workers and dead letters, replay dead letters, and benchmark the pipeline.
 
+pub mod app;
+pub mod commands;
+pub mod render;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use commands::{bench, calc, dlq, job, workers};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Publish jobs to the sluice pipeline and read their results")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a calculation (add, sub, mul, div, sum_squares) and print its answer.
+    Calc(calc::CalcArgs),
+    /// Show a job's status and answer.
+    Job { id: Uuid },
+    /// List the live workers.
+    Workers,
+    /// Inspect or replay dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
+    /// Measure the running pipeline.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let app = app::App::connect().await?;
+    match cli.command {
+        Command::Calc(args) => calc::run(&app, args).await,
+        Command::Job { id } => job::run(&app, id).await,
+        Command::Workers => workers::run(&app).await,
+        Command::Dlq { command } => dlq::run(&app, command).await,
+        Command::Bench { command } => bench::run(&app, command).await,
+    }
+}

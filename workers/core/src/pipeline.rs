@@ -95,14 +95,22 @@ pub struct StageContext {
 }
 
 impl StageContext {
-    /// Reads the configuration and makes sure every topic exists, waiting for the broker
-    /// while it is not reachable yet (containers start in any order).
+    /// Reads the configuration from the environment, then as [`StageContext::new`].
     pub async fn from_env(
         worker: WorkerConfig,
         shutdown: &CancellationToken,
     ) -> Result<Arc<Self>, PipelineError> {
-        let kafka = KafkaConfig::from_env()?;
-        let retry = RetryConfig::from_env()?;
+        Self::new(KafkaConfig::from_env()?, RetryConfig::from_env()?, worker, shutdown).await
+    }
+
+    /// Makes sure every topic exists, waiting for the broker while it is not reachable yet
+    /// (containers start in any order).
+    pub async fn new(
+        kafka: KafkaConfig,
+        retry: RetryConfig,
+        worker: WorkerConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Arc<Self>, PipelineError> {
         let topics = Topics::new(&kafka, &retry);
         let mut pause = Duration::from_millis(200);
         loop {

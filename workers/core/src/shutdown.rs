@@ -1,5 +1,7 @@
 //! Turns SIGTERM and SIGINT into a cancellation token that every part of a process watches.
 
+use std::io::IsTerminal;
+
 use tokio_util::sync::CancellationToken;
 
 /// A token cancelled on the first SIGTERM or SIGINT.
@@ -29,6 +31,7 @@ pub fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

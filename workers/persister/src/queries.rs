@@ -129,3 +129,29 @@ pub async fn mark_replayed(pool: &PgPool, letter: &DeadLetter) -> Result<(), sql
     }
     tx.commit().await
 }
+
+/// Waits until job `job_id` is no longer pending, or `timeout` passes. Wakes on the
+/// persister's notification and re-reads, so it costs nothing while nothing changes.
+pub async fn wait_until_finished(
+    pool: &PgPool,
+    job_id: Uuid,
+    timeout: std::time::Duration,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(crate::store::JOBS_CHANNEL).await?;
+    loop {
+        let row = job(pool, job_id).await?;
+        if row.as_ref().is_some_and(|r| r.status != "pending") {
+            return Ok(row);
+        }
+        // A second's nap at most: a lost notification only delays the answer.
+        let nap = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(std::time::Duration::from_secs(1));
+        if nap.is_zero() {
+            return Ok(row);
+        }
+        let _ = tokio::time::timeout(nap, listener.recv()).await;
+    }
+}

@@ -109,7 +109,7 @@ async fn upsert_results(
         "INSERT INTO jobs (job_id, kind, status, result, error, worker, attempts, created_at,
                            finished_at, persisted_at)
          SELECT r.job_id, r.kind, 'done', r.result::jsonb, r.error, r.worker, r.attempts,
-                r.created_at, r.finished_at, now()
+                r.created_at, r.finished_at, clock_timestamp()
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
                      $7::timestamptz[], $8::timestamptz[])
               AS r(job_id, kind, result, error, worker, attempts, created_at, finished_at)
@@ -183,7 +183,7 @@ async fn insert_parts_and_assemble(
                     'result', sum(result),
                     'parts', jsonb_agg(jsonb_build_object('a', a, 'b', b, 'result', result)
                                        ORDER BY part)),
-                max(attempts), min(created_at), max(finished_at), now()
+                max(attempts), min(created_at), max(finished_at), clock_timestamp()
          FROM compute_parts
          WHERE job_id = ANY($1)
          GROUP BY job_id
@@ -249,7 +249,7 @@ async fn insert_dead_letters(
     }
     let marked = sqlx::query(
         "INSERT INTO jobs (job_id, kind, status, error, attempts, created_at, persisted_at)
-         SELECT d.job_id, d.kind, 'dead', d.reason, d.attempts, d.created_at, now()
+         SELECT d.job_id, d.kind, 'dead', d.reason, d.attempts, d.created_at, clock_timestamp()
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[])
               AS d(job_id, kind, reason, attempts, created_at)
          ON CONFLICT (job_id) DO UPDATE

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Shared by scripts/run, scripts/test and scripts/bench: installs what is missing and starts the
+# broker (Nisshi) and PostgreSQL. Sourced, not run.
+
+NISSHI_VERSION=0.8.1
+SLUICE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STARTED_PIDS=()
+STARTED_PG_DIRS=()
+
+log() { echo "[sluice] $*" >&2; }
+
+# Runs a command as the postgres user when we are root (PostgreSQL refuses to run as root).
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_bindir() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$dir" ] && echo "$dir"
+}
+
+ensure_postgres() {
+  if [ -z "$(pg_bindir)" ] || [ ! -x "$(pg_bindir)/initdb" ]; then
+    log "installing PostgreSQL from Debian's packages"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+}
+
+nisshi_bin() {
+  local candidate
+  for candidate in "$(command -v nisshi 2>/dev/null)" "$HOME/.cargo/bin/nisshi"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+ensure_nisshi() {
+  if ! nisshi_bin >/dev/null; then
+    log "installing Nisshi $NISSHI_VERSION from crates.io (a one-time build of about 30 minutes)"
+    cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version --quiet
+  fi
+}
+
+# wait_port PORT SECONDS: waits until something listens on 127.0.0.1:PORT.
+wait_port() {
+  local port=$1 deadline=$((SECONDS + $2))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then
+      log "nothing listens on port $port after $2 s"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_postgres DIR PORT [EXTRA_OPTIONS]: creates the cluster when DIR is empty, starts it on
+# 127.0.0.1:PORT, and makes sure role and database `sluice` exist.
+start_postgres() {
+  local dir=$1 port=$2 options=${3:-} bin
+  bin=$(pg_bindir)
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres "$dir" && chmod 700 "$dir"
+  if [ ! -f "$dir/PG_VERSION" ]; then
+    log "creating a PostgreSQL cluster in $dir"
+    as_postgres "$bin/initdb" -D "$dir" -U postgres -A trust --no-sync >/dev/null
+  fi
+  log "starting PostgreSQL on port $port"
+  as_postgres "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
+    -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 $options" start >/dev/null
+  STARTED_PG_DIRS+=("$dir")
+  local psql=("$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtAX)
+  if [ -z "$("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = 'sluice'")" ]; then
+    "${psql[@]}" -c "CREATE ROLE sluice LOGIN SUPERUSER PASSWORD 'sluice'"
+  fi
+  local db
+  for db in sluice nisshi; do
+    if [ -z "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
+      "${psql[@]}" -c "CREATE DATABASE $db OWNER sluice"
+    fi
+  done
+}
+
+# start_nisshi PORT STORAGE_URL LOG [REBALANCE_DELAY]: starts the broker in the background.
+start_nisshi() {
+  local port=$1 storage=$2 logfile=$3 delay=${4:-3s} bin
+  bin=$(nisshi_bin)
+  log "starting Nisshi on port $port (storage ${storage%%://*})"
+  # Nisshi reads a .env from its working directory; give it one of its own (none).
+  (cd "$(dirname "$logfile")" && exec "$bin" broker \
+    --kafka-listener-url "tcp://127.0.0.1:$port" \
+    --kafka-advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine "$storage" \
+    --group-initial-rebalance-delay "$delay" >"$logfile" 2>&1) &
+  STARTED_PIDS+=($!)
+  wait_port "$port" 60
+}
+
+# stop_started: stops, newest first, what this script started.
+stop_started() {
+  local i pid dir
+  for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+    pid=${STARTED_PIDS[$i]}
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  STARTED_PIDS=()
+  for dir in "${STARTED_PG_DIRS[@]}"; do
+    as_postgres "$(pg_bindir)/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
+  done
+  STARTED_PG_DIRS=()
+}

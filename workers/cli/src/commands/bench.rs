@@ -1,0 +1,195 @@
+//! `sluice bench compute`: publishes N `add` jobs to the running pipeline and measures it from
+//! the first publish to the last row committed.
+//!
+//! The jobs' ids share a random 64-bit prefix and count up from zero, so the run's rows are one
+//! primary-key range: progress and latency are read from Postgres without a marker column.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use sluice_compute::calc::CalcRequest;
+use sluice_compute::{KIND_JOB, ROLE};
+use sluice_core::{kafka, Envelope};
+use sluice_persister::queries;
+use uuid::Uuid;
+
+use crate::app::App;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Throughput and latency of compute jobs, end to end.
+    Compute {
+        #[arg(long, default_value_t = 200_000)]
+        jobs: u64,
+        /// Offered load in jobs per second; as fast as possible when absent.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Give up when no row has arrived for this long.
+        #[arg(long, default_value = "60s", value_parser = sluice_core::config::parse_duration)]
+        stall: Duration,
+    },
+}
+
+/// Sends in flight at once while publishing.
+const PUBLISH_WINDOW: usize = 20_000;
+
+pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
+    let BenchCommand::Compute { jobs, rate, stall } = command;
+    anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
+    let workers = queries::live_workers(&app.pool, Some(ROLE)).await?;
+    if workers.is_empty() {
+        println!("no compute worker is live: start the pipeline first (scripts/run)");
+        return Ok(ExitCode::FAILURE);
+    }
+    let run_id: u64 = rand_u64();
+    let first = Uuid::from_u64_pair(run_id, 0);
+    let last = Uuid::from_u64_pair(run_id, jobs - 1);
+    println!("bench compute: {jobs} add jobs, {} compute worker(s), rate {}", workers.len(),
+        rate.map_or("unlimited".to_string(), |r| format!("{r}/s")));
+
+    let mut config = kafka::producer_config(&app.kafka);
+    config
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000");
+    let producer: FutureProducer = config.create()?;
+    let topic = app.topics.compute_jobs();
+
+    let started_wall = Utc::now();
+    let started = Instant::now();
+    let published = stream::iter(0..jobs)
+        .then(|i| pace(started, i, rate))
+        .map(|i| {
+            let envelope = Envelope::with_id(
+                Uuid::from_u64_pair(run_id, i),
+                KIND_JOB,
+                CalcRequest {
+                    op: "add".into(),
+                    a: Some(i as f64),
+                    b: Some(1.0),
+                    ..CalcRequest::default()
+                },
+            );
+            let payload = serde_json::to_vec(&envelope).expect("envelope serializes");
+            let key = envelope.id.to_string();
+            let producer = &producer;
+            let topic = &topic;
+            async move {
+                producer
+                    .send(FutureRecord::to(topic).key(&key).payload(&payload), Timeout::Never)
+                    .await
+                    .is_ok()
+            }
+        })
+        .buffer_unordered(PUBLISH_WINDOW)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await as u64;
+    let publish_secs = started.elapsed().as_secs_f64();
+    println!("published {published}/{jobs} in {publish_secs:.2}s: {:.0} jobs/s", published as f64 / publish_secs);
+    anyhow::ensure!(published == jobs, "{} jobs were not acknowledged by the broker", jobs - published);
+
+    let (rows, last_commit) = wait_for_rows(app, first, last, jobs, stall).await?;
+    let seconds = last_commit
+        .map(|t| (t - started_wall).num_microseconds().unwrap_or(0) as f64 / 1e6)
+        .unwrap_or(f64::NAN);
+    let (p50, p99) = latencies(app, first, last).await?;
+    println!("rows committed: {rows}/{jobs}");
+    println!("end to end (first publish to last row committed): {seconds:.2}s");
+    println!("latency, job created to row committed: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    print_peak_rss();
+    println!(
+        "jobs={rows} seconds={seconds:.2} rate={:.0} p50_ms={p50:.1} p99_ms={p99:.1}",
+        rows as f64 / seconds
+    );
+    Ok(if rows == jobs { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn rand_u64() -> u64 {
+    let (high, low) = Uuid::new_v4().as_u64_pair();
+    high ^ low
+}
+
+/// Holds job `i` back until its time at the offered rate.
+async fn pace(started: Instant, i: u64, rate: Option<u64>) -> u64 {
+    if let Some(rate) = rate.filter(|r| *r > 0) {
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+    }
+    i
+}
+
+/// Polls until every row is there, or none arrived for `stall`.
+async fn wait_for_rows(
+    app: &App,
+    first: Uuid,
+    last: Uuid,
+    jobs: u64,
+    stall: Duration,
+) -> anyhow::Result<(u64, Option<DateTime<Utc>>)> {
+    let mut seen = 0;
+    let mut progress_at = Instant::now();
+    loop {
+        let (count, newest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*), max(persisted_at) FROM jobs
+             WHERE job_id BETWEEN $1 AND $2 AND status <> 'pending'",
+        )
+        .bind(first)
+        .bind(last)
+        .fetch_one(&app.pool)
+        .await?;
+        let count = count as u64;
+        if count >= jobs || progress_at.elapsed() > stall {
+            return Ok((count, newest));
+        }
+        if count > seen {
+            seen = count;
+            progress_at = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn latencies(app: &App, first: Uuid, last: Uuid) -> anyhow::Result<(f64, f64)> {
+    let (p50, p99): (Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+         FROM (SELECT extract(epoch FROM persisted_at - created_at)::float8 * 1000 AS ms
+               FROM jobs WHERE job_id BETWEEN $1 AND $2 AND status <> 'pending') AS l",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_one(&app.pool)
+    .await?;
+    Ok((p50.unwrap_or(f64::NAN), p99.unwrap_or(f64::NAN)))
+}
+
+/// Peak resident memory (VmHWM) of the pipeline's processes on this machine.
+fn print_peak_rss() {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    let mut rows = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
+        let name = comm.trim();
+        if !(name.starts_with("sluice-") || name == "nisshi") {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else { continue };
+        let peak = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default();
+        rows.push(format!("  {name} (pid {}): peak RSS {peak}", entry.file_name().to_string_lossy()));
+    }
+    rows.sort();
+    println!("peak RSS per process:");
+    for row in rows {
+        println!("{row}");
+    }
+}

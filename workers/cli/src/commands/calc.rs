@@ -1,0 +1,108 @@
+//! `sluice calc`: publish a compute job and print its persisted answer, as seed 002's client.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{json, Number};
+use sluice_compute::calc::{CalcOutput, CalcRequest};
+use sluice_compute::{KIND_JOB, ROLE};
+use sluice_core::{Envelope, Output};
+use sluice_persister::queries::{self, JobRow};
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::render::to_line;
+
+#[derive(Debug, clap::Args)]
+pub struct CalcArgs {
+    /// add, sub, mul, div or sum_squares.
+    #[arg(long)]
+    pub op: String,
+    #[arg(long, allow_negative_numbers = true)]
+    pub a: Option<f64>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub b: Option<f64>,
+    /// For sum_squares: 1² + … + n².
+    #[arg(long, allow_negative_numbers = true)]
+    pub n: Option<Number>,
+    /// For sum_squares: how many ranges; by default the number of live compute workers.
+    #[arg(long)]
+    pub parts: Option<u32>,
+    /// Job id; publishing the same id again is idempotent.
+    #[arg(long)]
+    pub id: Option<Uuid>,
+    /// Print the job id instead of waiting for the answer.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the answer, e.g. 30s.
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+}
+
+fn parse_timeout(raw: &str) -> Result<Duration, String> {
+    sluice_core::config::parse_duration(raw)
+}
+
+fn fail(message: impl Into<String>) -> ExitCode {
+    println!("{}", to_line(&CalcOutput::error(message)));
+    ExitCode::FAILURE
+}
+
+pub async fn run(app: &App, args: CalcArgs) -> anyhow::Result<ExitCode> {
+    let live = queries::live_workers(&app.pool, Some(ROLE)).await?;
+    if live.is_empty() {
+        return Ok(fail("no worker available"));
+    }
+    let parts = match (args.op.as_str(), args.parts) {
+        ("sum_squares", None) => Some(live.len() as u32),
+        (_, parts) => parts,
+    };
+    let request = CalcRequest {
+        op: args.op,
+        a: args.a,
+        b: args.b,
+        n: args.n,
+        parts,
+    };
+    let envelope = Envelope::with_id(args.id.unwrap_or_else(Uuid::new_v4), KIND_JOB, &request);
+    queries::insert_pending(&app.pool, envelope.id, KIND_JOB, &json!(request), envelope.created_at)
+        .await?;
+    let output = Output::json(app.topics.compute_jobs(), envelope.id.to_string(), &envelope)?;
+    app.publisher.try_publish(&output).await?;
+    if args.no_wait {
+        println!("{}", envelope.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let row = queries::wait_until_finished(&app.pool, envelope.id, args.timeout).await?;
+    Ok(print_answer(envelope.id, row))
+}
+
+/// Prints a compute job's answer in the seed's shape; success only for `"ok": true`.
+pub fn print_answer(id: Uuid, row: Option<JobRow>) -> ExitCode {
+    let Some(row) = row else {
+        return fail(format!("unknown job {id}"));
+    };
+    match row.status.as_str() {
+        "done" => {
+            let answer = row
+                .result
+                .and_then(|r| serde_json::from_value::<CalcOutput>(r).ok());
+            match answer {
+                Some(answer) => {
+                    println!("{}", to_line(&answer));
+                    if answer.ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                None => fail(format!("job {id} has no compute answer")),
+            }
+        }
+        "dead" => fail(format!(
+            "dead-lettered: {}",
+            row.error.unwrap_or_else(|| "no reason recorded".into())
+        )),
+        _ => fail(format!("timed out waiting for job {id}; see `sluice job {id}`")),
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per `sluice` subcommand.
+
+pub mod bench;
+pub mod calc;
+pub mod dlq;
+pub mod job;
+pub mod workers;

@@ -1,0 +1,55 @@
+//! JSON as seed 002's Python client prints it: `{"ok": true, "result": 15.0}`, with a space
+//! after every `:` and `,`.
+
+use std::io;
+
+use serde::Serialize;
+use serde_json::ser::Formatter;
+
+struct PythonStyle;
+
+impl Formatter for PythonStyle {
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+pub fn to_line<T: Serialize>(value: &T) -> String {
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, PythonStyle);
+    value
+        .serialize(&mut serializer)
+        .expect("serializing to memory cannot fail");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_compute::calc::{apply, Op};
+
+    #[test]
+    fn prints_like_the_seed_client() {
+        assert_eq!(
+            to_line(&apply(Op::Add, 10.0, 5.0)),
+            r#"{"ok": true, "result": 15.0, "a": 10.0, "b": 5.0, "op": "add"}"#
+        );
+        assert_eq!(to_line(&serde_json::json!([1, 2])), "[1, 2]");
+    }
+}

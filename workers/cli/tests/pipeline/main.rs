@@ -1,0 +1,6 @@
+//! Integration tests: the real binaries against a real broker and a real PostgreSQL.
+
+mod compute;
+mod faults;
+mod helpers;
+mod retries;
