@@ -13,7 +13,11 @@ use uuid::Uuid;
 use commands::{bench, calc, dlq, job, workers};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "Publish jobs to the sluice pipeline and read their results")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Publish jobs to the sluice pipeline and read their results"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

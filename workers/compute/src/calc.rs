@@ -125,7 +125,10 @@ mod tests {
     #[test]
     fn basic_operations_give_the_seed_answers() {
         let add = serde_json::to_string(&apply(Op::Add, 10.0, 5.0)).unwrap();
-        assert_eq!(add, r#"{"ok":true,"result":15.0,"a":10.0,"b":5.0,"op":"add"}"#);
+        assert_eq!(
+            add,
+            r#"{"ok":true,"result":15.0,"a":10.0,"b":5.0,"op":"add"}"#
+        );
         assert_eq!(apply(Op::Sub, 20.0, 7.0).result, Number::from_f64(13.0));
         assert_eq!(apply(Op::Mul, 6.0, 9.0).result, Number::from_f64(54.0));
         assert_eq!(apply(Op::Div, 10.0, 2.0).result, Number::from_f64(5.0));

@@ -60,7 +60,11 @@ impl ComputeHandler {
             created_at: envelope.created_at,
             finished_at: Utc::now(),
         };
-        Ok(vec![Output::json(self.topics.results(), envelope.id.to_string(), &result)?])
+        Ok(vec![Output::json(
+            self.topics.results(),
+            envelope.id.to_string(),
+            &result,
+        )?])
     }
 
     fn calc(&self, job: &Job, envelope: &Envelope) -> Outcome {
@@ -72,15 +76,18 @@ impl ComputeHandler {
         })?;
         if op != Op::SumSquares {
             let (Some(a), Some(b)) = (request.a, request.b) else {
-                return Err(HandlerError::permanent("schema", format!("{} needs a and b", op.name())));
+                return Err(HandlerError::permanent(
+                    "schema",
+                    format!("{} needs a and b", op.name()),
+                ));
             };
             return self.answer(job, envelope, calc::apply(op, a, b));
         }
         let Some(n) = &request.n else {
             return Err(HandlerError::permanent("schema", "sum_squares needs n"));
         };
-        let ranges = sum_squares::parse_n(n)
-            .and_then(|n| sum_squares::split(n, request.parts.unwrap_or(1)));
+        let ranges =
+            sum_squares::parse_n(n).and_then(|n| sum_squares::split(n, request.parts.unwrap_or(1)));
         match ranges {
             Err(reason) => self.answer(job, envelope, CalcOutput::error(reason)),
             Ok(ranges) => ranges
@@ -135,7 +142,10 @@ impl Handler for ComputeHandler {
             KIND_PART => self.part(job, &envelope),
             other => {
                 let shown: String = other.chars().take(40).collect();
-                Err(HandlerError::permanent("schema", format!("unknown job kind {shown:?}")))
+                Err(HandlerError::permanent(
+                    "schema",
+                    format!("unknown job kind {shown:?}"),
+                ))
             }
         }
     }

@@ -103,7 +103,13 @@ mod tests {
         let halves: Vec<PartRequest> = split(MAX_N, 2).unwrap();
         let total: BigUint = halves
             .iter()
-            .map(|p| sum_of_squares(p.a, p.b).unwrap().to_string().parse::<BigUint>().unwrap())
+            .map(|p| {
+                sum_of_squares(p.a, p.b)
+                    .unwrap()
+                    .to_string()
+                    .parse::<BigUint>()
+                    .unwrap()
+            })
             .sum();
         assert_eq!(total.to_string(), expected);
     }

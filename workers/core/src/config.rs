@@ -134,7 +134,11 @@ impl RetryConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let raw_tiers = env_string("RETRY_TIERS", "1s,5s,30s,2m,10m");
         let mut tiers = Vec::new();
-        for label in raw_tiers.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        for label in raw_tiers
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             let delay = parse_duration(label).map_err(|e| invalid("RETRY_TIERS", &raw_tiers, e))?;
             tiers.push((label.to_string(), delay));
         }
@@ -154,10 +158,18 @@ impl RetryConfig {
             max_attempts: env_or("MAX_ATTEMPTS", 5)?,
         };
         if !(0.0..1.0).contains(&config.jitter) {
-            return Err(invalid("RETRY_JITTER", &config.jitter.to_string(), "must be in [0, 1)"));
+            return Err(invalid(
+                "RETRY_JITTER",
+                &config.jitter.to_string(),
+                "must be in [0, 1)",
+            ));
         }
         if config.multiplier < 1.0 {
-            return Err(invalid("RETRY_MULTIPLIER", &config.multiplier.to_string(), "must be ≥ 1"));
+            return Err(invalid(
+                "RETRY_MULTIPLIER",
+                &config.multiplier.to_string(),
+                "must be ≥ 1",
+            ));
         }
         let longest_tier = config.tiers[config.tiers.len() - 1].1;
         if config.max_delay > longest_tier {

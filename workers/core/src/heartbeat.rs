@@ -77,7 +77,11 @@ fn beat(ctx: &StageContext, role: &str, state: WorkerState) -> Heartbeat {
 }
 
 async fn send(ctx: &StageContext, heartbeat: &Heartbeat) {
-    let output = match Output::json(ctx.topics.heartbeats(), heartbeat.instance.clone(), heartbeat) {
+    let output = match Output::json(
+        ctx.topics.heartbeats(),
+        heartbeat.instance.clone(),
+        heartbeat,
+    ) {
         Ok(output) => output,
         Err(e) => return tracing::error!(error = %e, "heartbeat not serializable"),
     };

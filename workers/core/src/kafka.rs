@@ -52,7 +52,10 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (kafka.session_timeout_ms / 4).max(500).to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (kafka.session_timeout_ms / 4).max(500).to_string(),
+        )
         // Bounded prefetch keeps a worker's memory small whatever the backlog.
         .set("queued.max.messages.kbytes", "8192")
         .set("fetch.max.bytes", "8388608")

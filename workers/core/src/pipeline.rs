@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
@@ -100,7 +102,13 @@ impl StageContext {
         worker: WorkerConfig,
         shutdown: &CancellationToken,
     ) -> Result<Arc<Self>, PipelineError> {
-        Self::new(KafkaConfig::from_env()?, RetryConfig::from_env()?, worker, shutdown).await
+        Self::new(
+            KafkaConfig::from_env()?,
+            RetryConfig::from_env()?,
+            worker,
+            shutdown,
+        )
+        .await
     }
 
     /// Makes sure every topic exists, waiting for the broker while it is not reachable yet
@@ -214,7 +222,11 @@ pub async fn run_stage<H: Handler>(
         }
     }
 
-    tracing::info!(role, in_flight = batches.len(), "shutting down: finishing batches in flight");
+    tracing::info!(
+        role,
+        in_flight = batches.len(),
+        "shutting down: finishing batches in flight"
+    );
     while batches.join_next().await.is_some() {}
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final commit had nothing to do or failed");
@@ -297,11 +309,17 @@ async fn process_batch<H: Handler>(
             tracing::debug!(error = %e, "could not store offsets (partition revoked?)");
         }
     }
-    ctx.stats.finished(jobs.len(), finished.iter().filter(|d| **d).count());
+    ctx.stats
+        .finished(jobs.len(), finished.iter().filter(|d| **d).count());
 }
 
 /// Publishes what one job produced, or where its failure goes. True once all of it is durable.
-async fn deliver(ctx: &StageContext, job: &Job, outcome: Outcome, shutdown: &CancellationToken) -> bool {
+async fn deliver(
+    ctx: &StageContext,
+    job: &Job,
+    outcome: Outcome,
+    shutdown: &CancellationToken,
+) -> bool {
     let outputs = match outcome {
         Ok(outputs) => outputs,
         Err(HandlerError::Interrupted) => return false,

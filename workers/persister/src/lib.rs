@@ -35,7 +35,10 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            url: env_string("DATABASE_URL", "postgres://sluice:sluice@127.0.0.1:5432/sluice"),
+            url: env_string(
+                "DATABASE_URL",
+                "postgres://sluice:sluice@127.0.0.1:5432/sluice",
+            ),
             max_connections: env_or("DATABASE_MAX_CONNECTIONS", 4)?,
         })
     }
@@ -124,12 +127,17 @@ impl Handler for PersisterHandler {
     }
 
     async fn handle_batch(&self, jobs: &[Job]) -> Vec<Outcome> {
-        let parsed: Vec<Result<Record, HandlerError>> =
-            jobs.iter().map(|job| records::parse(&self.topics, job)).collect();
+        let parsed: Vec<Result<Record, HandlerError>> = jobs
+            .iter()
+            .map(|job| records::parse(&self.topics, job))
+            .collect();
         let batch: Batch = parsed.iter().filter_map(|r| r.as_ref().ok()).collect();
         match self.write_durably(&batch).await {
             Ok(()) => parsed.into_iter().map(|r| r.map(|_| vec![])).collect(),
-            Err(WriteError::Interrupted) => jobs.iter().map(|_| Err(HandlerError::Interrupted)).collect(),
+            Err(WriteError::Interrupted) => jobs
+                .iter()
+                .map(|_| Err(HandlerError::Interrupted))
+                .collect(),
             Err(WriteError::Refused(e)) => {
                 tracing::warn!(error = %e, rows = jobs.len(), "batch refused; writing rows one by one");
                 self.write_one_by_one(parsed).await

@@ -79,7 +79,10 @@ pub async fn job(pool: &PgPool, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Er
 }
 
 /// Workers whose last heartbeat is recent and did not say they stopped; `role` narrows it.
-pub async fn live_workers(pool: &PgPool, role: Option<&str>) -> Result<Vec<LiveWorker>, sqlx::Error> {
+pub async fn live_workers(
+    pool: &PgPool,
+    role: Option<&str>,
+) -> Result<Vec<LiveWorker>, sqlx::Error> {
     sqlx::query_as(
         "SELECT instance_id, role, host, state, in_flight, processed, version, last_seen
          FROM workers
@@ -108,10 +111,12 @@ pub async fn dead_letters(pool: &PgPool, limit: i64) -> Result<Vec<DeadLetter>, 
 }
 
 pub async fn dead_letter(pool: &PgPool, id: i64) -> Result<Option<DeadLetter>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Marks a dead letter replayed and its job pending again (unless it finished meanwhile).

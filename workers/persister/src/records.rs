@@ -128,7 +128,10 @@ pub fn parse(topics: &Topics, job: &Job) -> Result<Record, HandlerError> {
     } else if topic == topics.heartbeats() {
         parse_heartbeat(job).map(Record::Worker)
     } else {
-        Err(HandlerError::permanent("schema", format!("no table for topic {topic}")))
+        Err(HandlerError::permanent(
+            "schema",
+            format!("no table for topic {topic}"),
+        ))
     }
 }
 
@@ -163,11 +166,13 @@ fn parse_result(job: &Job) -> Result<ResultRow, HandlerError> {
 }
 
 fn parse_part(job: &Job) -> Result<PartRow, HandlerError> {
-    let part: PartResult =
-        serde_json::from_slice(&job.payload).map_err(|e| invalid("part", e))?;
+    let part: PartResult = serde_json::from_slice(&job.payload).map_err(|e| invalid("part", e))?;
     let digits = part.result.to_string();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid("part", format!("result {digits} is not a whole number")));
+        return Err(invalid(
+            "part",
+            format!("result {digits} is not a whole number"),
+        ));
     }
     if part.parts == 0 || part.part >= part.parts || part.a == 0 || part.a > part.b {
         return Err(invalid("part", "inconsistent range"));

@@ -92,10 +92,7 @@ pub async fn write(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
 }
 
 /// Keeps the first row of every key: one statement may not touch a row twice.
-fn first_per_key<'a, T, K: std::hash::Hash + Eq>(
-    rows: &'a [T],
-    key: impl Fn(&T) -> K,
-) -> Vec<&'a T> {
+fn first_per_key<T, K: std::hash::Hash + Eq>(rows: &[T], key: impl Fn(&T) -> K) -> Vec<&T> {
     let mut seen = HashSet::new();
     rows.iter().filter(|row| seen.insert(key(row))).collect()
 }
@@ -206,7 +203,9 @@ async fn insert_dead_letters(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[DeadLetterRow],
 ) -> Result<bool, sqlx::Error> {
-    let rows = first_per_key(rows, |r| (r.source_topic.clone(), r.source_partition, r.source_offset));
+    let rows = first_per_key(rows, |r| {
+        (r.source_topic.clone(), r.source_partition, r.source_offset)
+    });
     sqlx::query(
         "INSERT INTO dead_letters (job_id, source_topic, source_partition, source_offset,
                                    original_topic, original_partition, original_offset, attempts,
@@ -224,18 +223,38 @@ async fn insert_dead_letters(
          ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING",
     )
     .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.source_topic.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.source_topic.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|r| r.source_partition).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.source_offset).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.original_topic.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.original_partition).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.original_topic.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.original_partition)
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|r| r.original_offset).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.attempts).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.error_class.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.error_class.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.first_failure_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.key.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.payload.as_slice())
+            .collect::<Vec<_>>(),
+    )
     .bind(rows.iter().map(|r| r.headers.as_str()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
@@ -264,7 +283,12 @@ async fn insert_dead_letters(
             .map(|r| r.job_kind.as_deref().unwrap_or("unknown"))
             .collect::<Vec<_>>(),
     )
-    .bind(dead_jobs.values().map(|r| format!("{}: {}", r.error_class, r.reason)).collect::<Vec<_>>())
+    .bind(
+        dead_jobs
+            .values()
+            .map(|r| format!("{}: {}", r.error_class, r.reason))
+            .collect::<Vec<_>>(),
+    )
     .bind(dead_jobs.values().map(|r| r.attempts).collect::<Vec<_>>())
     .bind(
         dead_jobs

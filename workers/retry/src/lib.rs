@@ -16,11 +16,13 @@ use chrono::Utc;
 use futures::future::join_all;
 use futures::FutureExt;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_core::config::WorkerConfig;
-use sluice_core::heartbeat::HeartbeatTask;
 use sluice_core::envelope::{header, header_i64, header_str, rewrite_headers};
+use sluice_core::heartbeat::HeartbeatTask;
 use sluice_core::pipeline::Job;
 use sluice_core::{kafka, HandlerError, Output, StageContext};
 use tokio_util::sync::CancellationToken;
@@ -95,7 +97,10 @@ impl RetryService {
     }
 
     fn earliest_due(&self) -> Option<i64> {
-        self.held.values().filter_map(|q| q.front().map(due_ms)).min()
+        self.held
+            .values()
+            .filter_map(|q| q.front().map(due_ms))
+            .min()
     }
 
     fn hold(&mut self, job: Job) {
@@ -112,7 +117,11 @@ impl RetryService {
                 topic: topic.to_string(),
                 key: job.key.clone(),
                 payload: job.payload.clone(),
-                headers: Some(rewrite_headers(job.headers.as_ref(), &[header::DUE_MS], &[])),
+                headers: Some(rewrite_headers(
+                    job.headers.as_ref(),
+                    &[header::DUE_MS],
+                    &[],
+                )),
             },
             None => self.ctx.retry.route_failure(
                 &self.ctx.topics,
@@ -128,22 +137,32 @@ impl RetryService {
         let now = Utc::now().timestamp_millis();
         let partitions: Vec<Partition> = self.held.keys().cloned().collect();
         for partition in partitions {
-            let Some(queue) = self.held.get(&partition) else { continue };
+            let Some(queue) = self.held.get(&partition) else {
+                continue;
+            };
             let due: Vec<Output> = queue
                 .iter()
                 .take_while(|job| due_ms(job) <= now)
                 .map(|job| self.way_back(job))
                 .collect();
             if !due.is_empty() {
-                let sent = join_all(due.iter().map(|o| self.ctx.publisher.publish(o, shutdown))).await;
+                let sent =
+                    join_all(due.iter().map(|o| self.ctx.publisher.publish(o, shutdown))).await;
                 if sent.iter().any(Result::is_err) {
                     return false;
                 }
                 let queue = self.held.get_mut(&partition).expect("partition still held");
-                let last = queue.drain(..due.len()).last().expect("at least one released");
+                let last = queue
+                    .drain(..due.len())
+                    .next_back()
+                    .expect("at least one released");
                 self.ctx.stats.finished(due.len(), due.len());
                 let mut next = TopicPartitionList::new();
-                let _ = next.add_partition_offset(&partition.0, partition.1, Offset::Offset(last.offset + 1));
+                let _ = next.add_partition_offset(
+                    &partition.0,
+                    partition.1,
+                    Offset::Offset(last.offset + 1),
+                );
                 if let Err(e) = self.consumer.store_offsets(&next) {
                     tracing::debug!(error = %e, "could not store offset (partition revoked?)");
                 }
@@ -212,11 +231,18 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     let worker = WorkerConfig::from_env(ROLE, 1, "0ms", 1)?;
     let ctx = StageContext::from_env(worker, &shutdown).await?;
     let rebalances = Arc::new(Mutex::new(Rebalances::default()));
-    let consumer: StreamConsumer<RetryContext> = kafka::consumer_config(&ctx.kafka, &ctx.topics.group(ROLE))
-        .create_with_context(RetryContext {
-            rebalances: rebalances.clone(),
-        })?;
-    let tiers: Vec<&str> = ctx.topics.retry_tiers.iter().map(|(t, _)| t.as_str()).collect();
+    let consumer: StreamConsumer<RetryContext> =
+        kafka::consumer_config(&ctx.kafka, &ctx.topics.group(ROLE)).create_with_context(
+            RetryContext {
+                rebalances: rebalances.clone(),
+            },
+        )?;
+    let tiers: Vec<&str> = ctx
+        .topics
+        .retry_tiers
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect();
     consumer.subscribe(&tiers)?;
     tracing::info!(instance = %ctx.worker.instance_id, ?tiers, "retry service started");
 

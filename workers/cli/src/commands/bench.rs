@@ -48,8 +48,11 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
     let run_id: u64 = rand_u64();
     let first = Uuid::from_u64_pair(run_id, 0);
     let last = Uuid::from_u64_pair(run_id, jobs - 1);
-    println!("bench compute: {jobs} add jobs, {} compute worker(s), rate {}", workers.len(),
-        rate.map_or("unlimited".to_string(), |r| format!("{r}/s")));
+    println!(
+        "bench compute: {jobs} add jobs, {} compute worker(s), rate {}",
+        workers.len(),
+        rate.map_or("unlimited".to_string(), |r| format!("{r}/s"))
+    );
 
     let mut config = kafka::producer_config(&app.kafka);
     config
@@ -80,7 +83,10 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
             let topic = &topic;
             async move {
                 producer
-                    .send(FutureRecord::to(topic).key(&key).payload(&payload), Timeout::Never)
+                    .send(
+                        FutureRecord::to(topic).key(&key).payload(&payload),
+                        Timeout::Never,
+                    )
                     .await
                     .is_ok()
             }
@@ -90,8 +96,15 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
         .count()
         .await as u64;
     let publish_secs = started.elapsed().as_secs_f64();
-    println!("published {published}/{jobs} in {publish_secs:.2}s: {:.0} jobs/s", published as f64 / publish_secs);
-    anyhow::ensure!(published == jobs, "{} jobs were not acknowledged by the broker", jobs - published);
+    println!(
+        "published {published}/{jobs} in {publish_secs:.2}s: {:.0} jobs/s",
+        published as f64 / publish_secs
+    );
+    anyhow::ensure!(
+        published == jobs,
+        "{} jobs were not acknowledged by the broker",
+        jobs - published
+    );
 
     let (rows, last_commit) = wait_for_rows(app, first, last, jobs, stall).await?;
     let seconds = last_commit
@@ -106,7 +119,11 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
         "jobs={rows} seconds={seconds:.2} rate={:.0} p50_ms={p50:.1} p99_ms={p99:.1}",
         rows as f64 / seconds
     );
-    Ok(if rows == jobs { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if rows == jobs {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn rand_u64() -> u64 {
@@ -170,22 +187,31 @@ async fn latencies(app: &App, first: Uuid, last: Uuid) -> anyhow::Result<(f64, f
 
 /// Peak resident memory (VmHWM) of the pipeline's processes on this machine.
 fn print_peak_rss() {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
     let mut rows = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
         let name = comm.trim();
         if !(name.starts_with("sluice-") || name == "nisshi") {
             continue;
         }
-        let Ok(status) = std::fs::read_to_string(path.join("status")) else { continue };
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
         let peak = status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .map(|v| v.trim().to_string())
             .unwrap_or_default();
-        rows.push(format!("  {name} (pid {}): peak RSS {peak}", entry.file_name().to_string_lossy()));
+        rows.push(format!(
+            "  {name} (pid {}): peak RSS {peak}",
+            entry.file_name().to_string_lossy()
+        ));
     }
     rows.sort();
     println!("peak RSS per process:");

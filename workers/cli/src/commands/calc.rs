@@ -65,9 +65,19 @@ pub async fn run(app: &App, args: CalcArgs) -> anyhow::Result<ExitCode> {
         parts,
     };
     let envelope = Envelope::with_id(args.id.unwrap_or_else(Uuid::new_v4), KIND_JOB, &request);
-    queries::insert_pending(&app.pool, envelope.id, KIND_JOB, &json!(request), envelope.created_at)
-        .await?;
-    let output = Output::json(app.topics.compute_jobs(), envelope.id.to_string(), &envelope)?;
+    queries::insert_pending(
+        &app.pool,
+        envelope.id,
+        KIND_JOB,
+        &json!(request),
+        envelope.created_at,
+    )
+    .await?;
+    let output = Output::json(
+        app.topics.compute_jobs(),
+        envelope.id.to_string(),
+        &envelope,
+    )?;
     app.publisher.try_publish(&output).await?;
     if args.no_wait {
         println!("{}", envelope.id);
@@ -103,6 +113,8 @@ pub fn print_answer(id: Uuid, row: Option<JobRow>) -> ExitCode {
             "dead-lettered: {}",
             row.error.unwrap_or_else(|| "no reason recorded".into())
         )),
-        _ => fail(format!("timed out waiting for job {id}; see `sluice job {id}`")),
+        _ => fail(format!(
+            "timed out waiting for job {id}; see `sluice job {id}`"
+        )),
     }
 }

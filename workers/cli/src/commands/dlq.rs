@@ -49,9 +49,15 @@ async fn list(app: &App, limit: i64) -> anyhow::Result<ExitCode> {
         println!("no dead letters");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:>6}  {:<36}  {:<28} {:>8}  {:<16} REASON", "ID", "JOB", "TOPIC", "ATTEMPTS", "CLASS");
+    println!(
+        "{:>6}  {:<36}  {:<28} {:>8}  {:<16} REASON",
+        "ID", "JOB", "TOPIC", "ATTEMPTS", "CLASS"
+    );
     for l in letters {
-        let job = l.job_id.map(|j| j.to_string()).unwrap_or_else(|| "-".into());
+        let job = l
+            .job_id
+            .map(|j| j.to_string())
+            .unwrap_or_else(|| "-".into());
         let reason: String = l.reason.chars().take(100).collect();
         println!(
             "{:>6}  {:<36}  {:<28} {:>8}  {:<16} {}",
@@ -74,7 +80,10 @@ async fn replay(app: &App, letters: &[DeadLetter]) -> anyhow::Result<ExitCode> {
             continue;
         }
         let Some(topic) = &letter.original_topic else {
-            println!("dead letter {} has no original topic; left alone", letter.id);
+            println!(
+                "dead letter {} has no original topic; left alone",
+                letter.id
+            );
             continue;
         };
         let output = Output {

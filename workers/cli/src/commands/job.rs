@@ -30,7 +30,10 @@ struct JobView {
 
 pub async fn run(app: &App, id: Uuid) -> anyhow::Result<ExitCode> {
     let Some(row) = queries::job(&app.pool, id).await? else {
-        println!("{}", to_line(&json!({"id": id, "status": "unknown", "error": "no such job"})));
+        println!(
+            "{}",
+            to_line(&json!({"id": id, "status": "unknown", "error": "no such job"}))
+        );
         return Ok(ExitCode::FAILURE);
     };
     let view = JobView {

@@ -16,11 +16,31 @@ async fn seed_examples_give_the_seeds_answers() {
     })
     .await;
     let cases = [
-        (vec!["--op", "add", "--a", "10", "--b", "5"], 0, r#"{"ok": true, "result": 15.0, "a": 10.0, "b": 5.0, "op": "add"}"#),
-        (vec!["--op", "sub", "--a", "20", "--b", "7"], 0, r#"{"ok": true, "result": 13.0, "a": 20.0, "b": 7.0, "op": "sub"}"#),
-        (vec!["--op", "mul", "--a", "6", "--b", "9"], 0, r#"{"ok": true, "result": 54.0, "a": 6.0, "b": 9.0, "op": "mul"}"#),
-        (vec!["--op", "div", "--a", "10", "--b", "2"], 0, r#"{"ok": true, "result": 5.0, "a": 10.0, "b": 2.0, "op": "div"}"#),
-        (vec!["--op", "div", "--a", "10", "--b", "0"], 1, r#"{"ok": false, "error": "division by zero"}"#),
+        (
+            vec!["--op", "add", "--a", "10", "--b", "5"],
+            0,
+            r#"{"ok": true, "result": 15.0, "a": 10.0, "b": 5.0, "op": "add"}"#,
+        ),
+        (
+            vec!["--op", "sub", "--a", "20", "--b", "7"],
+            0,
+            r#"{"ok": true, "result": 13.0, "a": 20.0, "b": 7.0, "op": "sub"}"#,
+        ),
+        (
+            vec!["--op", "mul", "--a", "6", "--b", "9"],
+            0,
+            r#"{"ok": true, "result": 54.0, "a": 6.0, "b": 9.0, "op": "mul"}"#,
+        ),
+        (
+            vec!["--op", "div", "--a", "10", "--b", "2"],
+            0,
+            r#"{"ok": true, "result": 5.0, "a": 10.0, "b": 2.0, "op": "div"}"#,
+        ),
+        (
+            vec!["--op", "div", "--a", "10", "--b", "0"],
+            1,
+            r#"{"ok": false, "error": "division by zero"}"#,
+        ),
         // Three live workers: split in three, as the seed does with three workers.
         (
             vec!["--op", "sum_squares", "--n", "9"],
@@ -37,18 +57,38 @@ async fn seed_examples_give_the_seeds_answers() {
     }
 
     // Exact at the top of the range, whatever the split.
-    let (exit, out) = p.sluice(&["calc", "--op", "sum_squares", "--n", "1000000000000000000", "--parts", "7"]).await;
+    let (exit, out) = p
+        .sluice(&[
+            "calc",
+            "--op",
+            "sum_squares",
+            "--n",
+            "1000000000000000000",
+            "--parts",
+            "7",
+        ])
+        .await;
     assert_eq!(exit, 0);
     let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(answer["result"].to_string(), "333333333333333333833333333333333333500000000000000000");
+    assert_eq!(
+        answer["result"].to_string(),
+        "333333333333333333833333333333333333500000000000000000"
+    );
     assert_eq!(answer["parts"].as_array().unwrap().len(), 7);
 
     // --no-wait gives the id; `job` shows the answer; an unknown id is unknown, not pending.
-    let (exit, id) = p.sluice(&["calc", "--op", "mul", "--a", "3", "--b", "4", "--no-wait"]).await;
+    let (exit, id) = p
+        .sluice(&["calc", "--op", "mul", "--a", "3", "--b", "4", "--no-wait"])
+        .await;
     assert_eq!(exit, 0);
     let id = id.trim().to_string();
     Uuid::parse_str(&id).expect("--no-wait prints the job id");
-    p.wait_count(&format!("SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'done'"), 1, Duration::from_secs(30)).await;
+    p.wait_count(
+        &format!("SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'done'"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
     let (exit, shown) = p.sluice(&["job", &id]).await;
     assert_eq!(exit, 0);
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
@@ -60,7 +100,11 @@ async fn seed_examples_give_the_seeds_answers() {
 
     let (exit, listing) = p.sluice(&["workers"]).await;
     assert_eq!(exit, 0);
-    assert_eq!(listing.lines().filter(|l| l.starts_with("compute")).count(), 3, "{listing}");
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with("compute")).count(),
+        3,
+        "{listing}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,10 +114,19 @@ async fn calc_without_live_workers_says_so_and_leaves_nothing_behind() {
         ..Options::default()
     })
     .await;
-    let (exit, out) = p.sluice(&["calc", "--op", "add", "--a", "1", "--b", "2"]).await;
-    assert_eq!(out.trim(), r#"{"ok": false, "error": "no worker available"}"#);
+    let (exit, out) = p
+        .sluice(&["calc", "--op", "add", "--a", "1", "--b", "2"])
+        .await;
+    assert_eq!(
+        out.trim(),
+        r#"{"ok": false, "error": "no worker available"}"#
+    );
     assert_ne!(exit, 0);
-    assert_eq!(p.count("SELECT count(*) FROM jobs").await, 0, "no job left pending");
+    assert_eq!(
+        p.count("SELECT count(*) FROM jobs").await,
+        0,
+        "no job left pending"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +134,9 @@ async fn malformed_input_becomes_dead_letters_or_error_answers_and_the_worker_ke
     let p = TestPipeline::spawn(Options::default()).await;
     let topic = p.topics.compute_jobs();
     let envelope_text = |id: Uuid, payload: &str| {
-        format!(r#"{{"id": "{id}", "kind": "compute", "payload": {payload}, "created_at": "2026-11-22T00:00:00Z"}}"#)
+        format!(
+            r#"{{"id": "{id}", "kind": "compute", "payload": {payload}, "created_at": "2026-11-22T00:00:00Z"}}"#
+        )
     };
     let huge = "x".repeat(1_000_000);
     let undecodable: [&[u8]; 2] = [
@@ -100,30 +155,57 @@ async fn malformed_input_becomes_dead_letters_or_error_answers_and_the_worker_ke
     ];
     for payload in &invalid_payloads {
         let id = Uuid::new_v4();
-        p.publish_raw(&topic, &id.to_string(), envelope_text(id, payload).into_bytes()).await;
+        p.publish_raw(
+            &topic,
+            &id.to_string(),
+            envelope_text(id, payload).into_bytes(),
+        )
+        .await;
     }
     let answered = [
         (Uuid::new_v4(), json!({"op": "sum_squares", "n": -5})),
-        (Uuid::new_v4(), json!({"op": "sum_squares", "n": 1_000_000_000_000_000_000_000_000_000u128})),
+        (
+            Uuid::new_v4(),
+            json!({"op": "sum_squares", "n": 1_000_000_000_000_000_000_000_000_000u128}),
+        ),
         (Uuid::new_v4(), json!({"op": "sum_squares", "n": 2.5})),
         (Uuid::new_v4(), json!({"op": "mul", "a": 1e300, "b": 1e300})),
     ];
     for (id, payload) in &answered {
-        p.publish_job(&Envelope::with_id(*id, "compute", payload)).await;
+        p.publish_job(&Envelope::with_id(*id, "compute", payload))
+            .await;
     }
     let fine = Uuid::new_v4();
-    p.publish_job(&Envelope::with_id(fine, "compute", json!({"op": "add", "a": 2, "b": 2}))).await;
+    p.publish_job(&Envelope::with_id(
+        fine,
+        "compute",
+        json!({"op": "add", "a": 2, "b": 2}),
+    ))
+    .await;
 
     // Seven undecodable or schema-violating messages: seven dead letters, with reasons.
-    p.wait_count("SELECT count(*) FROM dead_letters", 7, Duration::from_secs(60)).await;
+    p.wait_count(
+        "SELECT count(*) FROM dead_letters",
+        7,
+        Duration::from_secs(60),
+    )
+    .await;
     let classes: Vec<(String, String)> =
-        sqlx::query_as("SELECT error_class, reason FROM dead_letters ORDER BY id").fetch_all(&p.pool).await.unwrap();
+        sqlx::query_as("SELECT error_class, reason FROM dead_letters ORDER BY id")
+            .fetch_all(&p.pool)
+            .await
+            .unwrap();
     for (class, reason) in &classes {
         assert!(class == "decode" || class == "schema", "{class}: {reason}");
         assert!(!reason.is_empty());
     }
-    assert!(classes.iter().any(|(_, r)| r.contains("unknown op")), "{classes:?}");
-    let huge_letter: i64 = p.count("SELECT count(*) FROM dead_letters WHERE length(payload) > 1000000").await;
+    assert!(
+        classes.iter().any(|(_, r)| r.contains("unknown op")),
+        "{classes:?}"
+    );
+    let huge_letter: i64 = p
+        .count("SELECT count(*) FROM dead_letters WHERE length(payload) > 1000000")
+        .await;
     assert_eq!(huge_letter, 1, "the 1 MB message is kept whole");
 
     // Values out of range are answers, not failures.
@@ -131,7 +213,9 @@ async fn malformed_input_becomes_dead_letters_or_error_answers_and_the_worker_ke
         let sql = format!("SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'done' AND result->>'ok' = 'false'");
         p.wait_count(&sql, 1, Duration::from_secs(30)).await;
     }
-    let sql = format!("SELECT count(*) FROM jobs WHERE job_id = '{fine}' AND (result->>'result')::float8 = 4");
+    let sql = format!(
+        "SELECT count(*) FROM jobs WHERE job_id = '{fine}' AND (result->>'result')::float8 = 4"
+    );
     p.wait_count(&sql, 1, Duration::from_secs(30)).await;
     assert!(p.is_running(2), "the compute worker survived all of it");
 }

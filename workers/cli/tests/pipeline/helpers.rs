@@ -28,7 +28,12 @@ pub fn test_retry_config(max_attempts: u32) -> RetryConfig {
     RetryConfig {
         tiers: ["200ms", "500ms", "1s", "2s"]
             .iter()
-            .map(|t| (t.to_string(), sluice_core::config::parse_duration(t).unwrap()))
+            .map(|t| {
+                (
+                    t.to_string(),
+                    sluice_core::config::parse_duration(t).unwrap(),
+                )
+            })
             .collect(),
         initial_delay: Duration::from_millis(200),
         multiplier: 2.0,
@@ -39,7 +44,8 @@ pub fn test_retry_config(max_attempts: u32) -> RetryConfig {
 }
 
 fn required_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
 }
 
 /// `url` with its database name replaced by `database`.
@@ -49,7 +55,9 @@ pub fn with_database(url: &str, database: &str) -> String {
         None => (url, String::new()),
     };
     let authority_end = base.find("://").map_or(0, |i| i + 3);
-    let cut = base[authority_end..].find('/').map_or(base.len(), |i| authority_end + i);
+    let cut = base[authority_end..]
+        .find('/')
+        .map_or(base.len(), |i| authority_end + i);
     format!("{}/{database}{query}", &base[..cut])
 }
 
@@ -95,7 +103,9 @@ impl TestPipeline {
     /// until all of them are live.
     pub async fn spawn(options: Options) -> Self {
         let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let admin_url = options.admin_url.unwrap_or_else(|| required_env("DATABASE_URL"));
+        let admin_url = options
+            .admin_url
+            .unwrap_or_else(|| required_env("DATABASE_URL"));
         let admin = PgPoolOptions::new()
             .max_connections(1)
             .connect(&admin_url)
@@ -118,12 +128,19 @@ impl TestPipeline {
             client_overrides: BTreeMap::new(),
         };
         let retry = test_retry_config(options.max_attempts);
-        let tiers: Vec<&str> = retry.tiers.iter().map(|(label, _)| label.as_str()).collect();
+        let tiers: Vec<&str> = retry
+            .tiers
+            .iter()
+            .map(|(label, _)| label.as_str())
+            .collect();
         let env = vec![
             ("KAFKA_BROKERS", kafka.brokers.clone()),
             ("SLUICE_TOPIC_PREFIX", prefix.clone()),
             ("KAFKA_PARTITIONS", PARTITIONS.to_string()),
-            ("KAFKA_SESSION_TIMEOUT_MS", kafka.session_timeout_ms.to_string()),
+            (
+                "KAFKA_SESSION_TIMEOUT_MS",
+                kafka.session_timeout_ms.to_string(),
+            ),
             ("DATABASE_URL", db_url.clone()),
             ("HEARTBEAT_INTERVAL", "500ms".into()),
             ("RETRY_TIERS", tiers.join(",")),
@@ -171,7 +188,8 @@ impl TestPipeline {
     pub fn start(&self, binary: &str) -> usize {
         let mut children = self.children.lock().unwrap();
         let index = children.len();
-        let log = std::fs::File::create(self.log_dir.join(format!("{index}-{binary}.log"))).expect("log file");
+        let log = std::fs::File::create(self.log_dir.join(format!("{index}-{binary}.log")))
+            .expect("log file");
         let child = Command::new(bin_dir().join(binary))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("WORKER_INSTANCE_ID", format!("{binary}-{index}"))
@@ -179,7 +197,9 @@ impl TestPipeline {
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {binary} (build the binaries first: cargo build --bins): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start {binary} (build the binaries first: cargo build --bins): {e}")
+            });
         children.push(child);
         index
     }
@@ -193,20 +213,32 @@ impl TestPipeline {
     /// Sends SIGTERM and waits for the exit; true when the process exited with status 0.
     pub async fn terminate(&self, index: usize, within: Duration) -> bool {
         let pid = self.children.lock().unwrap()[index].id();
-        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill -TERM");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
         assert!(status.success());
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.children.lock().unwrap()[index].try_wait().expect("try_wait") {
+            if let Some(status) = self.children.lock().unwrap()[index]
+                .try_wait()
+                .expect("try_wait")
+            {
                 return status.success();
             }
-            assert!(Instant::now() < deadline, "process ignored SIGTERM for {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "process ignored SIGTERM for {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub fn is_running(&self, index: usize) -> bool {
-        self.children.lock().unwrap()[index].try_wait().expect("try_wait").is_none()
+        self.children.lock().unwrap()[index]
+            .try_wait()
+            .expect("try_wait")
+            .is_none()
     }
 
     /// Runs the `sluice` program against this pipeline: exit code and standard output.
@@ -228,10 +260,16 @@ impl TestPipeline {
     }
 
     pub async fn wait_live(&self, role: &str, count: usize) {
-        eventually(Duration::from_secs(60), &format!("{count} live {role} worker(s)"), || async {
-            let live = sluice_persister::queries::live_workers(&self.pool, Some(role)).await.ok()?;
-            (live.len() >= count).then_some(())
-        })
+        eventually(
+            Duration::from_secs(60),
+            &format!("{count} live {role} worker(s)"),
+            || async {
+                let live = sluice_persister::queries::live_workers(&self.pool, Some(role))
+                    .await
+                    .ok()?;
+                (live.len() >= count).then_some(())
+            },
+        )
         .await
     }
 
@@ -247,7 +285,12 @@ impl TestPipeline {
 
     pub async fn publish_job<P: serde::Serialize>(&self, envelope: &Envelope<P>) {
         let payload = serde_json::to_vec(envelope).expect("serialize");
-        self.publish_raw(&self.topics.compute_jobs(), &envelope.id.to_string(), payload).await;
+        self.publish_raw(
+            &self.topics.compute_jobs(),
+            &envelope.id.to_string(),
+            payload,
+        )
+        .await;
     }
 
     /// Publishes `count` `add` jobs (a = i, b = 1), at most `rate` per second when given.
@@ -257,7 +300,10 @@ impl TestPipeline {
         stream::iter(ids.iter().enumerate())
             .then(|(i, id)| async move {
                 if let Some(rate) = rate {
-                    tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+                    tokio::time::sleep_until(
+                        (started + Duration::from_secs_f64(i as f64 / rate)).into(),
+                    )
+                    .await;
                 }
                 (i, id)
             })
@@ -268,7 +314,8 @@ impl TestPipeline {
                     b: Some(1.0),
                     ..CalcRequest::default()
                 };
-                self.publish_job(&Envelope::with_id(*id, KIND_JOB, request)).await
+                self.publish_job(&Envelope::with_id(*id, KIND_JOB, request))
+                    .await
             })
             .buffer_unordered(2_000)
             .collect::<Vec<()>>()
@@ -277,7 +324,10 @@ impl TestPipeline {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect(sql)
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect(sql)
     }
 
     /// Waits until `sql` counts `expected` rows.
@@ -291,7 +341,12 @@ impl TestPipeline {
     }
 
     /// Runs `handler` as a stage of this test's own process, consuming `inputs`.
-    pub async fn run_stage_in_process<H: Handler>(&self, role: &str, inputs: Vec<String>, handler: H) -> JoinHandle<()> {
+    pub async fn run_stage_in_process<H: Handler>(
+        &self,
+        role: &str,
+        inputs: Vec<String>,
+        handler: H,
+    ) -> JoinHandle<()> {
         let worker = WorkerConfig {
             instance_id: format!("{role}-{}", Uuid::new_v4().simple()),
             host: "test".into(),
@@ -300,13 +355,20 @@ impl TestPipeline {
             batches_in_flight: 4,
             heartbeat_interval: Duration::from_millis(500),
         };
-        let ctx: Arc<StageContext> = StageContext::new(self.kafka.clone(), self.retry.clone(), worker, &self.shutdown)
-            .await
-            .expect("stage context");
+        let ctx: Arc<StageContext> = StageContext::new(
+            self.kafka.clone(),
+            self.retry.clone(),
+            worker,
+            &self.shutdown,
+        )
+        .await
+        .expect("stage context");
         let shutdown = self.shutdown.clone();
         let role = role.to_string();
         tokio::spawn(async move {
-            sluice_core::run_stage(ctx, &role, &inputs, handler, shutdown).await.expect("stage runs");
+            sluice_core::run_stage(ctx, &role, &inputs, handler, shutdown)
+                .await
+                .expect("stage runs");
         })
     }
 }
@@ -332,7 +394,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

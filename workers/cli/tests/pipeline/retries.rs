@@ -37,9 +37,15 @@ impl Flaky {
 impl Handler for Flaky {
     async fn handle(&self, job: &Job) -> Outcome {
         let envelope: Envelope = job.envelope()?;
-        self.attempts.lock().unwrap().push((job.attempt, Instant::now()));
+        self.attempts
+            .lock()
+            .unwrap()
+            .push((job.attempt, Instant::now()));
         if self.broken.load(Ordering::SeqCst) || job.attempt <= self.failures {
-            return Err(HandlerError::transient("flaky", "simulated outage of a dependency"));
+            return Err(HandlerError::transient(
+                "flaky",
+                "simulated outage of a dependency",
+            ));
         }
         let result = JobResult {
             id: envelope.id,
@@ -50,7 +56,11 @@ impl Handler for Flaky {
             created_at: envelope.created_at,
             finished_at: Utc::now(),
         };
-        Ok(vec![Output::json(self.topics.results(), result.id.to_string(), &result)?])
+        Ok(vec![Output::json(
+            self.topics.results(),
+            result.id.to_string(),
+            &result,
+        )?])
     }
 }
 
@@ -64,12 +74,23 @@ async fn transient_failures_pass_through_the_retry_tiers_and_are_persisted() {
     .await;
     let flaky = std::sync::Arc::new(Flaky::new(p.topics.clone(), 3, false));
     let stage = p
-        .run_stage_in_process("flaky", vec![p.topics.compute_jobs()], SharedHandler(flaky.clone()))
+        .run_stage_in_process(
+            "flaky",
+            vec![p.topics.compute_jobs()],
+            SharedHandler(flaky.clone()),
+        )
         .await;
     let id = Uuid::new_v4();
-    p.publish_job(&Envelope::with_id(id, "compute", json!({"op": "add", "a": 1, "b": 1}))).await;
+    p.publish_job(&Envelope::with_id(
+        id,
+        "compute",
+        json!({"op": "add", "a": 1, "b": 1}),
+    ))
+    .await;
 
-    let sql = format!("SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'done' AND attempts = 4");
+    let sql = format!(
+        "SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'done' AND attempts = 4"
+    );
     p.wait_count(&sql, 1, Duration::from_secs(60)).await;
     let attempts = flaky.attempts.lock().unwrap().clone();
     let numbers: Vec<u32> = attempts.iter().map(|(n, _)| *n).collect();
@@ -98,10 +119,19 @@ async fn an_always_failing_message_is_dead_lettered_and_replay_brings_it_back() 
     .await;
     let flaky = std::sync::Arc::new(Flaky::new(p.topics.clone(), 0, true));
     let stage = p
-        .run_stage_in_process("flaky", vec![p.topics.compute_jobs()], SharedHandler(flaky.clone()))
+        .run_stage_in_process(
+            "flaky",
+            vec![p.topics.compute_jobs()],
+            SharedHandler(flaky.clone()),
+        )
         .await;
     let id = Uuid::new_v4();
-    p.publish_job(&Envelope::with_id(id, "compute", json!({"op": "add", "a": 1, "b": 1}))).await;
+    p.publish_job(&Envelope::with_id(
+        id,
+        "compute",
+        json!({"op": "add", "a": 1, "b": 1}),
+    ))
+    .await;
 
     let sql = format!(
         "SELECT count(*) FROM dead_letters WHERE job_id = '{id}' AND attempts = 3
@@ -110,9 +140,17 @@ async fn an_always_failing_message_is_dead_lettered_and_replay_brings_it_back() 
         p.topics.compute_jobs()
     );
     p.wait_count(&sql, 1, Duration::from_secs(60)).await;
-    p.wait_count(&format!("SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'dead'"), 1, Duration::from_secs(10))
-        .await;
-    assert_eq!(flaky.attempts.lock().unwrap().len(), 3, "MAX_ATTEMPTS attempts in all");
+    p.wait_count(
+        &format!("SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'dead'"),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        flaky.attempts.lock().unwrap().len(),
+        3,
+        "MAX_ATTEMPTS attempts in all"
+    );
     let (exit, listing) = p.sluice(&["dlq", "list"]).await;
     assert_eq!(exit, 0);
     assert!(listing.contains(&id.to_string()), "{listing}");
@@ -125,7 +163,9 @@ async fn an_always_failing_message_is_dead_lettered_and_replay_brings_it_back() 
     let (exit, out) = p.sluice(&["dlq", "replay", "--all"]).await;
     assert_eq!(exit, 0);
     assert_eq!(out.trim(), "replayed 1 dead letter(s)");
-    let sql = format!("SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'done' AND attempts = 1");
+    let sql = format!(
+        "SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'done' AND attempts = 1"
+    );
     p.wait_count(&sql, 1, Duration::from_secs(60)).await;
     let (_, listing) = p.sluice(&["dlq", "list"]).await;
     assert_eq!(listing.trim(), "no dead letters");
