@@ -53,7 +53,7 @@ impl ComputeHandler {
         let result = JobResult {
             id: envelope.id,
             kind: envelope.kind.clone(),
-            result: serde_json::to_value(output)
+            result: serde_json::value::to_raw_value(&output)
                 .map_err(|e| HandlerError::permanent("serialize", e))?,
             worker: self.instance.clone(),
             attempts: job.attempt,

@@ -37,8 +37,9 @@ impl<P> Envelope<P> {
 pub struct JobResult {
     pub id: Uuid,
     pub kind: String,
-    /// The answer, e.g. `{"ok": true, "result": 15.0, …}` or `{"ok": false, "error": "…"}`.
-    pub result: serde_json::Value,
+    /// The answer, e.g. `{"ok": true, "result": 15.0, …}` or `{"ok": false, "error": "…"}`,
+    /// kept as written: serialized once by the worker, stored as is by the persister.
+    pub result: Box<RawValue>,
     pub worker: String,
     pub attempts: u32,
     pub created_at: DateTime<Utc>,

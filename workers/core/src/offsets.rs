@@ -15,16 +15,20 @@ struct PartitionState {
     committed: i64,
 }
 
+/// Keyed by topic, then partition, so that lookups by `&str` allocate nothing.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    partitions: HashMap<(String, i32), PartitionState>,
+    topics: HashMap<String, HashMap<i32, PartitionState>>,
 }
 
 impl OffsetTracker {
     pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
-        let state = self
-            .partitions
-            .entry((topic.to_string(), partition))
+        if !self.topics.contains_key(topic) {
+            self.topics.insert(topic.to_string(), HashMap::new());
+        }
+        let partitions = self.topics.get_mut(topic).expect("inserted above");
+        let state = partitions
+            .entry(partition)
             .or_insert_with(|| PartitionState {
                 next: offset,
                 committed: offset,
@@ -37,7 +41,7 @@ impl OffsetTracker {
     /// Marks `offset` done; returns the offset to commit (the next one to consume) if the
     /// commit point moved.
     pub fn complete(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
-        let state = self.partitions.get_mut(&(topic.to_string(), partition))?;
+        let state = self.topics.get_mut(topic)?.get_mut(&partition)?;
         if !state.in_flight.remove(&offset) {
             return None;
         }
@@ -50,11 +54,17 @@ impl OffsetTracker {
 
     /// Forgets a partition this consumer no longer owns; late completions for it are ignored.
     pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.partitions.remove(&(topic.to_string(), partition));
+        if let Some(partitions) = self.topics.get_mut(topic) {
+            partitions.remove(&partition);
+        }
     }
 
     pub fn in_flight(&self) -> usize {
-        self.partitions.values().map(|p| p.in_flight.len()).sum()
+        self.topics
+            .values()
+            .flat_map(HashMap::values)
+            .map(|p| p.in_flight.len())
+            .sum()
     }
 }
 

@@ -17,7 +17,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -47,8 +47,9 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn from_message<M: Message<Headers = OwnedHeaders>>(message: &M) -> Self {
-        let headers = message.headers().cloned();
+    /// Copies what the handler needs out of the client's buffer, once.
+    pub fn from_message(message: &BorrowedMessage<'_>) -> Self {
+        let headers = message.headers().map(BorrowedHeaders::detach);
         let failures = header_i64(headers.as_ref(), header::FAILURES).unwrap_or(0);
         Self {
             topic: message.topic().to_string(),
@@ -243,7 +244,7 @@ async fn next_batch(consumer: &TrackedConsumer, worker: &WorkerConfig) -> Vec<Jo
     loop {
         match consumer.recv().await {
             Ok(message) => {
-                jobs.push(Job::from_message(&message.detach()));
+                jobs.push(Job::from_message(&message));
                 break;
             }
             Err(e) => {
@@ -258,7 +259,7 @@ async fn next_batch(consumer: &TrackedConsumer, worker: &WorkerConfig) -> Vec<Jo
         tokio::select! {
             biased;
             received = consumer.recv() => match received {
-                Ok(message) => jobs.push(Job::from_message(&message.detach())),
+                Ok(message) => jobs.push(Job::from_message(&message)),
                 Err(e) => {
                     tracing::warn!(error = %e, "consume failed");
                     break;

@@ -141,22 +141,28 @@ fn parse_result(job: &Job) -> Result<ResultRow, HandlerError> {
     if result.kind.is_empty() || result.kind.len() > MAX_KIND_LEN {
         return Err(invalid("result", "kind must be 1 to 64 characters"));
     }
-    let answer = result
-        .result
-        .as_object()
-        .ok_or_else(|| invalid("result", "the answer must be a JSON object"))?;
-    let error = match answer.get("ok") {
-        Some(Value::Bool(true)) => None,
-        Some(Value::Bool(false)) => match answer.get("error") {
-            Some(Value::String(e)) => Some(e.clone()),
-            _ => return Err(invalid("result", "a failed answer needs an error message")),
-        },
-        _ => return Err(invalid("result", "the answer needs a boolean \"ok\"")),
+    // Only what the table needs is read; the rest of the answer is stored as written.
+    #[derive(Deserialize)]
+    struct Answer {
+        ok: bool,
+        #[serde(default)]
+        error: Option<String>,
+    }
+    let text = result.result.get();
+    if !text.starts_with('{') {
+        return Err(invalid("result", "the answer must be a JSON object"));
+    }
+    let answer: Answer = serde_json::from_str(text)
+        .map_err(|e| invalid("result", format!("the answer needs a boolean \"ok\": {e}")))?;
+    let error = match (answer.ok, answer.error) {
+        (true, _) => None,
+        (false, Some(error)) => Some(error),
+        (false, None) => return Err(invalid("result", "a failed answer needs an error message")),
     };
     Ok(ResultRow {
         job_id: result.id,
         kind: result.kind,
-        result: result.result.to_string(),
+        result: text.to_string(),
         error,
         worker: result.worker,
         attempts: to_i32(result.attempts, "result")?,

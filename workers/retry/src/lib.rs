@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 pub const ROLE: &str = "retry";
 
+const RETRY_FETCH_WAIT_MS: &str = "250";
+
 /// Most messages taken from the client per wake-up.
 const MAX_DRAIN: usize = 512;
 
@@ -196,13 +198,13 @@ impl RetryService {
                 _ = tokio::time::sleep(wait.unwrap_or(Duration::MAX)), if wait.is_some() => {}
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
-                        let job = Job::from_message(&message.detach());
+                        let job = Job::from_message(&message);
                         self.hold(job);
                         // Take what else is already here, so a backlog moves in batches.
                         for _ in 0..MAX_DRAIN {
                             match self.consumer.recv().now_or_never() {
                                 Some(Ok(message)) => {
-                                    let job = Job::from_message(&message.detach());
+                                    let job = Job::from_message(&message);
                                     self.hold(job);
                                 }
                                 _ => break,
@@ -231,8 +233,11 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     let worker = WorkerConfig::from_env(ROLE, 1, "0ms", 1)?;
     let ctx = StageContext::from_env(worker, &shutdown).await?;
     let rebalances = Arc::new(Mutex::new(Rebalances::default()));
-    let consumer: StreamConsumer<RetryContext> =
-        kafka::consumer_config(&ctx.kafka, &ctx.topics.group(ROLE)).create_with_context(
+    let mut config = kafka::consumer_config(&ctx.kafka, &ctx.topics.group(ROLE));
+    // Every message here waits a tier delay anyway; a longer fetch wait spares the broker
+    // polls of many idle tier partitions.
+    config.set("fetch.wait.max.ms", RETRY_FETCH_WAIT_MS);
+    let consumer: StreamConsumer<RetryContext> = config.create_with_context(
             RetryContext {
                 rebalances: rebalances.clone(),
             },

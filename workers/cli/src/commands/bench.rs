@@ -82,28 +82,33 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
             let producer = &producer;
             let topic = &topic;
             async move {
+                let sent = Instant::now();
                 producer
                     .send(
                         FutureRecord::to(topic).key(&key).payload(&payload),
                         Timeout::Never,
                     )
                     .await
-                    .is_ok()
+                    .map(|_| sent.elapsed())
+                    .map_err(|(e, _)| e)
             }
         })
         .buffer_unordered(PUBLISH_WINDOW)
-        .filter(|ok| std::future::ready(*ok))
-        .count()
-        .await as u64;
+        .collect::<Vec<_>>()
+        .await;
     let publish_secs = started.elapsed().as_secs_f64();
+    let mut acks: Vec<Duration> = published.iter().filter_map(|r| r.as_ref().ok()).copied().collect();
+    if let Some(Err(first)) = published.iter().find(|r| r.is_err()) {
+        println!("{} publishes failed; the first: {first}", published.len() - acks.len());
+    }
+    anyhow::ensure!(acks.len() as u64 == jobs, "not every job was acknowledged by the broker");
+    acks.sort();
+    let percentile = |q: f64| acks[((acks.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
     println!(
-        "published {published}/{jobs} in {publish_secs:.2}s: {:.0} jobs/s",
-        published as f64 / publish_secs
-    );
-    anyhow::ensure!(
-        published == jobs,
-        "{} jobs were not acknowledged by the broker",
-        jobs - published
+        "published {jobs} in {publish_secs:.2}s: {:.0} jobs/s; broker ack p50 {:.1} ms, p99 {:.1} ms",
+        jobs as f64 / publish_secs,
+        percentile(0.5),
+        percentile(0.99)
     );
 
     let (rows, last_commit) = wait_for_rows(app, first, last, jobs, stall).await?;

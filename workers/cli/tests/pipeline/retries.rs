@@ -50,7 +50,7 @@ impl Handler for Flaky {
         let result = JobResult {
             id: envelope.id,
             kind: envelope.kind,
-            result: json!({"ok": true, "result": 1}),
+            result: serde_json::value::to_raw_value(&json!({"ok": true, "result": 1})).unwrap(),
             worker: "flaky".into(),
             attempts: job.attempt,
             created_at: envelope.created_at,
