@@ -237,11 +237,9 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     // Every message here waits a tier delay anyway; a longer fetch wait spares the broker
     // polls of many idle tier partitions.
     config.set("fetch.wait.max.ms", RETRY_FETCH_WAIT_MS);
-    let consumer: StreamConsumer<RetryContext> = config.create_with_context(
-            RetryContext {
-                rebalances: rebalances.clone(),
-            },
-        )?;
+    let consumer: StreamConsumer<RetryContext> = config.create_with_context(RetryContext {
+        rebalances: rebalances.clone(),
+    })?;
     let tiers: Vec<&str> = ctx
         .topics
         .retry_tiers

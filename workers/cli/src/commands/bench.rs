@@ -97,11 +97,21 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
         .collect::<Vec<_>>()
         .await;
     let publish_secs = started.elapsed().as_secs_f64();
-    let mut acks: Vec<Duration> = published.iter().filter_map(|r| r.as_ref().ok()).copied().collect();
+    let mut acks: Vec<Duration> = published
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .copied()
+        .collect();
     if let Some(Err(first)) = published.iter().find(|r| r.is_err()) {
-        println!("{} publishes failed; the first: {first}", published.len() - acks.len());
+        println!(
+            "{} publishes failed; the first: {first}",
+            published.len() - acks.len()
+        );
     }
-    anyhow::ensure!(acks.len() as u64 == jobs, "not every job was acknowledged by the broker");
+    anyhow::ensure!(
+        acks.len() as u64 == jobs,
+        "not every job was acknowledged by the broker"
+    );
     acks.sort();
     let percentile = |q: f64| acks[((acks.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
     println!(
