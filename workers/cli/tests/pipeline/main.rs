@@ -3,4 +3,5 @@
 mod compute;
 mod faults;
 mod helpers;
+mod persister;
 mod retries;

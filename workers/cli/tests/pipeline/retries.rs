@@ -2,7 +2,7 @@
 //! process on the shared core loop, with the real retry service and persister around them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -10,6 +10,7 @@ use serde_json::json;
 use sluice_core::retry::RetryPolicy;
 use sluice_core::topics::Topics;
 use sluice_core::{Envelope, Handler, HandlerError, Job, JobResult, Outcome, Output};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::helpers::{Options, TestPipeline};
@@ -64,29 +65,33 @@ impl Handler for Flaky {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transient_failures_pass_through_the_retry_tiers_and_are_persisted() {
+/// A pipeline without compute workers whose compute jobs go to a [`Flaky`] stage in this
+/// process, and one job published to it.
+async fn one_job_through_flaky(
+    max_attempts: u32,
+    failures: u32,
+    broken: bool,
+) -> (TestPipeline, Arc<Flaky>, JoinHandle<()>, Uuid) {
     let p = TestPipeline::spawn(Options {
         compute_workers: 0,
-        max_attempts: 5,
+        max_attempts,
         ..Options::default()
     })
     .await;
-    let flaky = std::sync::Arc::new(Flaky::new(p.topics.clone(), 3, false));
+    let flaky = Arc::new(Flaky::new(p.topics.clone(), failures, broken));
+    let inputs = vec![p.topics.compute_jobs()];
     let stage = p
-        .run_stage_in_process(
-            "flaky",
-            vec![p.topics.compute_jobs()],
-            SharedHandler(flaky.clone()),
-        )
+        .run_stage_in_process("flaky", inputs, SharedHandler(flaky.clone()))
         .await;
     let id = Uuid::new_v4();
-    p.publish_job(&Envelope::with_id(
-        id,
-        "compute",
-        json!({"op": "add", "a": 1, "b": 1}),
-    ))
-    .await;
+    let job = json!({"op": "add", "a": 1, "b": 1});
+    p.publish_job(&Envelope::with_id(id, "compute", job)).await;
+    (p, flaky, stage, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_pass_through_the_retry_tiers_and_are_persisted() {
+    let (p, flaky, stage, id) = one_job_through_flaky(5, 3, false).await;
 
     let sql = format!(
         "SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'done' AND attempts = 4"
@@ -111,27 +116,7 @@ async fn transient_failures_pass_through_the_retry_tiers_and_are_persisted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_always_failing_message_is_dead_lettered_and_replay_brings_it_back() {
-    let p = TestPipeline::spawn(Options {
-        compute_workers: 0,
-        max_attempts: 3,
-        ..Options::default()
-    })
-    .await;
-    let flaky = std::sync::Arc::new(Flaky::new(p.topics.clone(), 0, true));
-    let stage = p
-        .run_stage_in_process(
-            "flaky",
-            vec![p.topics.compute_jobs()],
-            SharedHandler(flaky.clone()),
-        )
-        .await;
-    let id = Uuid::new_v4();
-    p.publish_job(&Envelope::with_id(
-        id,
-        "compute",
-        json!({"op": "add", "a": 1, "b": 1}),
-    ))
-    .await;
+    let (p, flaky, stage, id) = one_job_through_flaky(3, 0, true).await;
 
     let sql = format!(
         "SELECT count(*) FROM dead_letters WHERE job_id = '{id}' AND attempts = 3
@@ -174,7 +159,7 @@ async fn an_always_failing_message_is_dead_lettered_and_replay_brings_it_back() 
 }
 
 /// Lets the test keep a handle on the handler it gives the stage.
-struct SharedHandler<H>(std::sync::Arc<H>);
+struct SharedHandler<H>(Arc<H>);
 
 impl<H: Handler> Handler for SharedHandler<H> {
     async fn handle(&self, job: &Job) -> Outcome {

@@ -1,0 +1,112 @@
+//! The persister on its own: what it refuses, and what it must not count twice.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use sluice_compute::PartResult;
+use uuid::Uuid;
+
+use crate::helpers::{Options, TestPipeline};
+
+fn no_workers() -> Options {
+    Options {
+        compute_workers: 0,
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_results_become_dead_letters_and_the_persister_keeps_running() {
+    let p = TestPipeline::spawn(no_workers()).await;
+    let results = p.topics.results();
+    let result = |id: Uuid, answer: serde_json::Value| {
+        json!({"id": id, "kind": "compute", "result": answer, "worker": "w", "attempts": 1,
+               "created_at": Utc::now(), "finished_at": Utc::now()})
+        .to_string()
+        .into_bytes()
+    };
+    let invalid = [
+        b"not a result".to_vec(),
+        result(Uuid::new_v4(), json!([1, 2])),
+        result(Uuid::new_v4(), json!({"result": 3})),
+        result(Uuid::new_v4(), json!({"ok": false})),
+        result(
+            Uuid::new_v4(),
+            json!({"ok": true, "text": "nul \u{0} inside"}),
+        ),
+    ];
+    for message in invalid {
+        p.publish_raw(&results, "bad", message).await;
+    }
+    let good = Uuid::new_v4();
+    p.publish_raw(
+        &results,
+        "good",
+        result(good, json!({"ok": true, "result": 7.0})),
+    )
+    .await;
+
+    p.wait_count(
+        &format!("SELECT count(*) FROM jobs WHERE job_id = '{good}' AND status = 'done'"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM dead_letters WHERE error_class IN ('invalid_result', 'database_refused')",
+        5,
+        Duration::from_secs(30),
+    )
+    .await;
+    // The four that carried a job id are marked dead, with the reason.
+    assert_eq!(
+        p.count("SELECT count(*) FROM jobs WHERE status = 'dead' AND error IS NOT NULL")
+            .await,
+        4
+    );
+    assert!(p.is_running(0), "the persister survived all of it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_part_is_counted_once() {
+    let p = TestPipeline::spawn(no_workers()).await;
+    let job = Uuid::new_v4();
+    let part = |index: u32, a: u64, b: u64, sum: u64| PartResult {
+        job_id: job,
+        part: index,
+        parts: 3,
+        a,
+        b,
+        result: sum.into(),
+        worker: "w".into(),
+        attempts: 1,
+        created_at: Utc::now(),
+        finished_at: Utc::now(),
+    };
+    // Part 1 arrives twice, as after a worker crash between publishing and committing.
+    for done in [
+        part(0, 1, 3, 14),
+        part(1, 4, 6, 77),
+        part(1, 4, 6, 77),
+        part(2, 7, 9, 194),
+    ] {
+        let payload = serde_json::to_vec(&done).unwrap();
+        p.publish_raw(
+            &p.topics.part_results(),
+            &format!("{job}:{}", done.part),
+            payload,
+        )
+        .await;
+    }
+    let sql = format!("SELECT count(*) FROM jobs WHERE job_id = '{job}' AND status = 'done'");
+    p.wait_count(&sql, 1, Duration::from_secs(30)).await;
+    let result: serde_json::Value =
+        sqlx::query_scalar(&format!("SELECT result FROM jobs WHERE job_id = '{job}'"))
+            .fetch_one(&p.pool)
+            .await
+            .unwrap();
+    assert_eq!(result["result"], json!(285));
+    assert_eq!(result["parts"].as_array().unwrap().len(), 3);
+    assert_eq!(p.count("SELECT count(*) FROM compute_parts").await, 3);
+}
