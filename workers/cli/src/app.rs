@@ -11,7 +11,6 @@ use sqlx::PgPool;
 pub struct App {
     pub kafka: KafkaConfig,
     pub topics: Topics,
-    pub database: DatabaseConfig,
     pub pool: PgPool,
     pub publisher: Publisher,
 }
@@ -31,7 +30,6 @@ impl App {
         Ok(Self {
             kafka,
             topics,
-            database,
             pool,
             publisher,
         })

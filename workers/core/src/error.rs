@@ -68,8 +68,6 @@ pub enum PipelineError {
         topic: String,
         code: RDKafkaErrorCode,
     },
-    #[error("could not serialize a message: {0}")]
-    Serialize(#[from] serde_json::Error),
 }
 
 impl PipelineError {

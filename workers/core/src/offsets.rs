@@ -58,14 +58,6 @@ impl OffsetTracker {
             partitions.remove(&partition);
         }
     }
-
-    pub fn in_flight(&self) -> usize {
-        self.topics
-            .values()
-            .flat_map(HashMap::values)
-            .map(|p| p.in_flight.len())
-            .sum()
-    }
 }
 
 #[cfg(test)]
@@ -82,7 +74,6 @@ mod tests {
         assert_eq!(t.complete("t", 0, 11), None);
         assert_eq!(t.complete("t", 0, 10), Some(13));
         assert_eq!(t.complete("t", 0, 13), Some(14));
-        assert_eq!(t.in_flight(), 0);
     }
 
     #[test]

@@ -34,10 +34,6 @@ impl RetryPolicy {
         Self { config }
     }
 
-    pub fn max_attempts(&self) -> u32 {
-        self.config.max_attempts
-    }
-
     /// The backoff policy's delay after the `failures`-th failure (1 for the first).
     pub fn delay_for(&self, failures: u32) -> Duration {
         let c = &self.config;
@@ -56,14 +52,6 @@ impl RetryPolicy {
         }
         // Jitter may push past the cap; the cap is what keeps every delay within a tier.
         delay.min(c.max_delay)
-    }
-
-    /// The shortest delay the policy can give after the `failures`-th failure, jitter included.
-    pub fn min_delay_for(&self, failures: u32) -> Duration {
-        let c = &self.config;
-        let grown = c.initial_delay.as_secs_f64() * c.multiplier.powi(failures.max(1) as i32 - 1);
-        let capped = grown.min(c.max_delay.as_secs_f64());
-        Duration::from_secs_f64(capped * (1.0 - c.jitter))
     }
 
     /// Index of the tier that holds a message for `delay`.
@@ -173,11 +161,19 @@ mod tests {
     }
 
     #[test]
-    fn jittered_delays_stay_within_the_minimum() {
+    fn jittered_delays_stay_within_the_jitter_and_the_cap() {
         let p = policy(0.3);
-        for failures in 1..=5 {
+        for (failures, nominal) in [(1, 1.0), (2, 5.0), (3, 25.0), (4, 125.0), (5, 600.0)] {
             for _ in 0..50 {
-                assert!(p.delay_for(failures) >= p.min_delay_for(failures));
+                let delay = p.delay_for(failures).as_secs_f64();
+                assert!(
+                    delay >= nominal * 0.7 - 1e-9,
+                    "{delay} after {failures} failures"
+                );
+                assert!(
+                    delay <= (nominal * 1.3).min(600.0) + 1e-9,
+                    "{delay} after {failures} failures"
+                );
             }
         }
     }
