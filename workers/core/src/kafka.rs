@@ -16,33 +16,40 @@ use crate::error::{HandlerError, PipelineError};
 /// Largest message sluice produces; a dead letter carries its original payload whole.
 const MESSAGE_MAX_BYTES: &str = "4194304";
 
-/// Settings every client shares: the brokers and the `KAFKA_OPT_*` pass-through.
-pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+/// The brokers and nothing else; every config below is built on it.
+fn bootstrap(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.brokers);
+    config
+}
+
+/// Applies the `KAFKA_OPT_*` pass-through last, so that it wins over sluice's own settings.
+fn with_overrides(mut config: ClientConfig, kafka: &KafkaConfig) -> ClientConfig {
     for (name, value) in &kafka.client_overrides {
         config.set(name, value);
     }
     config
 }
 
+/// For clients with no role-specific settings (the admin client).
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    with_overrides(bootstrap(kafka), kafka)
+}
+
 pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut config = client_config(kafka);
+    let mut config = bootstrap(kafka);
     config
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("message.timeout.ms", "30000")
         .set("message.max.bytes", MESSAGE_MAX_BYTES)
         .set("queue.buffering.max.kbytes", "65536");
-    for (name, value) in &kafka.client_overrides {
-        config.set(name, value);
-    }
-    config
+    with_overrides(config, kafka)
 }
 
 /// A group consumer that stores offsets only when told: the at-least-once pattern.
 pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
-    let mut config = client_config(kafka);
+    let mut config = bootstrap(kafka);
     config
         .set("group.id", group)
         .set("enable.auto.commit", "true")
@@ -60,10 +67,7 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
         .set("queued.max.messages.kbytes", "8192")
         .set("fetch.max.bytes", "8388608")
         .set("max.partition.fetch.bytes", "1048576");
-    for (name, value) in &kafka.client_overrides {
-        config.set(name, value);
-    }
-    config
+    with_overrides(config, kafka)
 }
 
 /// One message to publish.
