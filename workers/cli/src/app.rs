@@ -1,9 +1,10 @@
 //! What every command needs: the configuration, the database and a publisher, found the same
 //! way the pipeline finds them (environment, `.env`, then the defaults `scripts/run` uses).
+//! Topics are the services' to create; commands that only read need no broker at all.
 
 use anyhow::Context;
 use sluice_core::config::{KafkaConfig, RetryConfig};
-use sluice_core::topics::{self, Topics};
+use sluice_core::topics::Topics;
 use sluice_core::Publisher;
 use sluice_persister::{store, DatabaseConfig};
 use sqlx::PgPool;
@@ -23,9 +24,6 @@ impl App {
         let pool = store::connect(&database)
             .await
             .with_context(|| format!("cannot reach the database at {}", redact(&database.url)))?;
-        topics::ensure_topics(&kafka, &topics)
-            .await
-            .with_context(|| format!("cannot reach the broker at {}", kafka.brokers))?;
         let publisher = Publisher::new(&kafka)?;
         Ok(Self {
             kafka,
