@@ -148,7 +148,7 @@ impl Handler for PersisterHandler {
 
 /// Runs the persister until `shutdown` fires.
 pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
-    let worker = WorkerConfig::from_env(ROLE, 5_000, "20ms", 1)?;
+    let worker = WorkerConfig::from_env(ROLE, 5_000, "5ms", 1)?;
     let db = DatabaseConfig::from_env()?;
     let ctx = StageContext::from_env(worker, &shutdown).await?;
     let pool = store::connect_and_migrate(&db, &shutdown).await?;

@@ -129,7 +129,8 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
     println!("rows committed: {rows}/{jobs}");
     println!("end to end (first publish to last row committed): {seconds:.2}s");
     println!("latency, job created to row committed: p50 {p50:.1} ms, p99 {p99:.1} ms");
-    print_peak_rss();
+    print_timeline(app, first, last, started_wall).await?;
+    print_processes();
     println!(
         "jobs={rows} seconds={seconds:.2} rate={:.0} p50_ms={p50:.1} p99_ms={p99:.1}",
         rows as f64 / seconds
@@ -182,7 +183,10 @@ async fn wait_for_rows(
             seen = count;
             progress_at = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Each poll counts the run's rows; the end time comes from the rows themselves, so
+        // polling rarely costs no precision, and polling often cost PostgreSQL a quarter of
+        // its CPU in the benchmark.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -200,19 +204,77 @@ async fn latencies(app: &App, first: Uuid, last: Uuid) -> anyhow::Result<(f64, f
     Ok((p50.unwrap_or(f64::NAN), p99.unwrap_or(f64::NAN)))
 }
 
-/// Peak resident memory (VmHWM) of the pipeline's processes on this machine.
-fn print_peak_rss() {
+/// Rows committed per quarter second since the first publish: a stall anywhere in the pipeline
+/// shows up as a gap (this is how a 1 s fetch back-off in the consumers was found).
+async fn print_timeline(
+    app: &App,
+    first: Uuid,
+    last: Uuid,
+    started: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let buckets: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT floor(extract(epoch FROM persisted_at - $3::timestamptz) * 4)::int8 AS quarter,
+                count(*)
+         FROM jobs WHERE job_id BETWEEN $1 AND $2 AND status <> 'pending'
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(first)
+    .bind(last)
+    .bind(started)
+    .fetch_all(&app.pool)
+    .await?;
+    let Some(&(end, _)) = buckets.last() else {
+        return Ok(());
+    };
+    let mut counts = vec![0; usize::try_from(end + 1).unwrap_or(0)];
+    for (quarter, rows) in buckets {
+        if let Some(slot) = usize::try_from(quarter)
+            .ok()
+            .and_then(|q| counts.get_mut(q))
+        {
+            *slot = rows;
+        }
+    }
+    if counts.len() <= 120 {
+        let line: Vec<String> = counts.iter().map(i64::to_string).collect();
+        println!("rows committed per 0.25 s: {}", line.join(" "));
+    }
+    Ok(())
+}
+
+/// Peak resident memory (VmHWM) and CPU time used so far by the pipeline's processes on this
+/// machine. The CPU seconds are the figure to compare between builds: on a shared 2-core VM the
+/// wall-clock rate varies from run to run far more than the work done.
+fn print_processes() {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
+    let ticks_per_second = 100.0; // USER_HZ, 100 on every Linux sluice runs on
     let mut rows = Vec::new();
+    let mut postgres_cpu = 0.0;
     for entry in entries.flatten() {
         let path = entry.path();
         let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
             continue;
         };
         let name = comm.trim();
-        if !(name.starts_with("sluice-") || name == "nisshi") {
+        let is_pipeline = name.starts_with("sluice-") || name == "nisshi";
+        if !(is_pipeline || name == "postgres") {
+            continue;
+        }
+        let cpu = std::fs::read_to_string(path.join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // Fields after the parenthesised command name; utime and stime are 14 and 15.
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let ticks: f64 =
+                    fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+                Some(ticks / ticks_per_second)
+            })
+            .unwrap_or(0.0);
+        if !is_pipeline {
+            postgres_cpu += cpu;
             continue;
         }
         let Ok(status) = std::fs::read_to_string(path.join("status")) else {
@@ -224,13 +286,14 @@ fn print_peak_rss() {
             .map(|v| v.trim().to_string())
             .unwrap_or_default();
         rows.push(format!(
-            "  {name} (pid {}): peak RSS {peak}",
+            "  {name} (pid {}): peak RSS {peak}, CPU {cpu:.2} s",
             entry.file_name().to_string_lossy()
         ));
     }
     rows.sort();
-    println!("peak RSS per process:");
+    println!("peak RSS and CPU time per process:");
     for row in rows {
         println!("{row}");
     }
+    println!("  postgres (all its processes): CPU {postgres_cpu:.2} s");
 }
