@@ -129,7 +129,7 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
     println!("rows committed: {rows}/{jobs}");
     println!("end to end (first publish to last row committed): {seconds:.2}s");
     println!("latency, job created to row committed: p50 {p50:.1} ms, p99 {p99:.1} ms");
-    print_timeline(app, first, last, started_wall).await?;
+    print_timeline(app, first, last, started_wall, seconds).await?;
     print_processes();
     println!(
         "jobs={rows} seconds={seconds:.2} rate={:.0} p50_ms={p50:.1} p99_ms={p99:.1}",
@@ -204,41 +204,41 @@ async fn latencies(app: &App, first: Uuid, last: Uuid) -> anyhow::Result<(f64, f
     Ok((p50.unwrap_or(f64::NAN), p99.unwrap_or(f64::NAN)))
 }
 
-/// Rows committed per quarter second since the first publish: a stall anywhere in the pipeline
-/// shows up as a gap (this is how a 1 s fetch back-off in the consumers was found).
+/// Rows committed per interval since the first publish, in at most 60 intervals of a multiple
+/// of 0.25 s: a stall anywhere in the pipeline shows up as a gap (this is how a 1 s fetch
+/// back-off in the consumers was found).
 async fn print_timeline(
     app: &App,
     first: Uuid,
     last: Uuid,
     started: DateTime<Utc>,
+    seconds: f64,
 ) -> anyhow::Result<()> {
+    const MAX_INTERVALS: f64 = 60.0;
+    if !seconds.is_finite() {
+        return Ok(());
+    }
+    let interval = (seconds / MAX_INTERVALS / 0.25).ceil().max(1.0) * 0.25;
     let buckets: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT floor(extract(epoch FROM persisted_at - $3::timestamptz) * 4)::int8 AS quarter,
-                count(*)
+        "SELECT floor(extract(epoch FROM persisted_at - $3::timestamptz) / $4)::int8, count(*)
          FROM jobs WHERE job_id BETWEEN $1 AND $2 AND status <> 'pending'
          GROUP BY 1 ORDER BY 1",
     )
     .bind(first)
     .bind(last)
     .bind(started)
+    .bind(interval)
     .fetch_all(&app.pool)
     .await?;
-    let Some(&(end, _)) = buckets.last() else {
-        return Ok(());
-    };
-    let mut counts = vec![0; usize::try_from(end + 1).unwrap_or(0)];
-    for (quarter, rows) in buckets {
-        if let Some(slot) = usize::try_from(quarter)
-            .ok()
-            .and_then(|q| counts.get_mut(q))
-        {
+    let mut counts = vec![0; MAX_INTERVALS as usize + 1];
+    for (index, rows) in buckets {
+        if let Some(slot) = usize::try_from(index).ok().and_then(|i| counts.get_mut(i)) {
             *slot = rows;
         }
     }
-    if counts.len() <= 120 {
-        let line: Vec<String> = counts.iter().map(i64::to_string).collect();
-        println!("rows committed per 0.25 s: {}", line.join(" "));
-    }
+    let used = (seconds / interval).floor() as usize + 1;
+    let line: Vec<String> = counts.iter().take(used).map(i64::to_string).collect();
+    println!("rows committed per {interval:.2} s: {}", line.join(" "));
     Ok(())
 }
 
