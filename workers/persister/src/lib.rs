@@ -2,26 +2,29 @@
 //! them to PostgreSQL in batches (flushed at `PERSISTER_BATCH_MAX` rows or after
 //! `PERSISTER_BATCH_WAIT`).
 //!
-//! Exactly-once into Postgres: every write is idempotent (see [`store`]) and offsets are stored
-//! only after the transaction commits. A database outage is waited out with exponential
-//! backoff; the batch is retried whole, nothing is skipped. A message that cannot be stored
-//! (invalid, or refused by the database as data) becomes a dead letter.
+//! Exactly-once into Postgres: the persister's position in each input partition is stored in
+//! the same transaction as the rows (see [`store`]), so a redelivered message is skipped; the
+//! writes are idempotent too, and Kafka offsets are committed only after the transaction. A
+//! database outage is waited out with exponential backoff; the batch is retried whole, nothing
+//! is skipped. A message that cannot be stored (invalid, or refused by the database as data)
+//! becomes a dead letter row in the same transaction.
 
 pub mod queries;
 pub mod records;
 pub mod store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 use sluice_core::config::{env_or, env_string, ConfigError, WorkerConfig};
-use sluice_core::topics::Topics;
 use sluice_core::{Handler, HandlerError, Job, Outcome, StageContext};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use records::{Batch, Record};
+use records::Record;
+use store::Consumed;
 
 pub const ROLE: &str = "persister";
 
@@ -46,7 +49,9 @@ impl DatabaseConfig {
 
 pub struct PersisterHandler {
     pool: PgPool,
-    topics: Topics,
+    ctx: Arc<StageContext>,
+    /// The consumer group, which names the positions stored with the rows.
+    group: String,
     shutdown: CancellationToken,
 }
 
@@ -58,17 +63,34 @@ enum WriteError {
 }
 
 impl PersisterHandler {
-    pub fn new(pool: PgPool, topics: Topics, shutdown: CancellationToken) -> Self {
+    pub fn new(pool: PgPool, ctx: Arc<StageContext>, shutdown: CancellationToken) -> Self {
         Self {
             pool,
-            topics,
+            group: ctx.topics.group(ROLE),
+            ctx,
             shutdown,
         }
     }
 
-    /// Writes `batch`, retrying transient failures with exponential backoff until it commits
+    /// The row a message becomes: its own, or, when it is invalid, a dead letter written in the
+    /// same transaction as the position that marks it done (published instead, it could be
+    /// lost between the commit and the broker's acknowledgement).
+    fn record_for(&self, job: &Job) -> Record {
+        records::parse(&self.ctx.topics, job).unwrap_or_else(|error| self.rejected(job, &error))
+    }
+
+    /// `job` as the dead letter the pipeline would have published for `error`.
+    fn rejected(&self, job: &Job, error: &HandlerError) -> Record {
+        let letter = self.ctx.retry.route_failure(&self.ctx.topics, job, error);
+        Record::DeadLetter(records::parse_dead_letter(&Job {
+            headers: letter.headers,
+            ..job.clone()
+        }))
+    }
+
+    /// Writes `items`, retrying transient failures with exponential backoff until they commit
     /// or shutdown comes.
-    async fn write_durably(&self, batch: &Batch) -> Result<(), WriteError> {
+    async fn write_durably(&self, items: &[Consumed<'_>]) -> Result<(), WriteError> {
         let mut backoff = ExponentialBackoff {
             initial_interval: Duration::from_millis(100),
             max_interval: Duration::from_secs(5),
@@ -76,8 +98,12 @@ impl PersisterHandler {
             ..ExponentialBackoff::default()
         };
         loop {
-            match store::write(&self.pool, batch).await {
-                Ok(()) => return Ok(()),
+            match store::write(&self.pool, &self.group, items).await {
+                Ok(0) => return Ok(()),
+                Ok(skipped) => {
+                    tracing::info!(skipped, "skipped redelivered messages already applied");
+                    return Ok(());
+                }
                 Err(e) if store::is_transient(&e) => {
                     let pause = backoff.next_backoff().unwrap_or(backoff.max_interval);
                     tracing::warn!(error = %e, ?pause, "database write failed, retrying");
@@ -91,33 +117,37 @@ impl PersisterHandler {
         }
     }
 
-    /// After the database refused a batch: each record alone, so only the culprits fail.
-    async fn write_one_by_one(&self, parsed: Vec<Result<Record, HandlerError>>) -> Vec<Outcome> {
-        let mut outcomes = Vec::with_capacity(parsed.len());
-        for record in parsed {
-            let outcome = match record {
-                Err(e) => Err(e),
-                Ok(record) => match self.write_durably(&Batch::from_iter([&record])).await {
-                    Ok(()) => Ok(vec![]),
-                    Err(WriteError::Interrupted) => Err(HandlerError::Interrupted),
-                    Err(WriteError::Refused(e)) => refused(&record, e),
-                },
+    /// After the database refused a batch: each message alone, in order. One the database
+    /// refuses becomes a dead letter; a dead letter it refuses is dropped, loudly, since it
+    /// would only come back here.
+    async fn write_one_by_one(&self, items: Vec<Consumed<'_>>) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items {
+            let mut attempt = item;
+            let outcome = loop {
+                let job = attempt.job;
+                match self.write_durably(std::slice::from_ref(&attempt)).await {
+                    Ok(()) => break Ok(vec![]),
+                    Err(WriteError::Interrupted) => break Err(HandlerError::Interrupted),
+                    Err(WriteError::Refused(e)) => {
+                        let record = match attempt.record {
+                            Some(Record::DeadLetter(_)) | None => {
+                                tracing::error!(error = %e, topic = %job.topic,
+                                    offset = job.offset, "dead letter refused by the database; dropped");
+                                None
+                            }
+                            Some(_) => Some(
+                                self.rejected(job, &HandlerError::permanent("database_refused", e)),
+                            ),
+                        };
+                        attempt = Consumed { job, record };
+                    }
+                }
             };
             outcomes.push(outcome);
         }
         outcomes
     }
-}
-
-/// The database refused one record: it becomes a dead letter, unless it already is one, which
-/// would only come back here.
-fn refused(record: &Record, error: sqlx::Error) -> Outcome {
-    if let Record::DeadLetter(letter) = record {
-        tracing::error!(%error, topic = %letter.source_topic, offset = letter.source_offset,
-            "dead letter refused by the database; dropped");
-        return Ok(vec![]);
-    }
-    Err(HandlerError::permanent("database_refused", error))
 }
 
 impl Handler for PersisterHandler {
@@ -127,20 +157,22 @@ impl Handler for PersisterHandler {
     }
 
     async fn handle_batch(&self, jobs: &[Job]) -> Vec<Outcome> {
-        let parsed: Vec<Result<Record, HandlerError>> = jobs
+        let items: Vec<Consumed> = jobs
             .iter()
-            .map(|job| records::parse(&self.topics, job))
+            .map(|job| Consumed {
+                job,
+                record: Some(self.record_for(job)),
+            })
             .collect();
-        let batch: Batch = parsed.iter().filter_map(|r| r.as_ref().ok()).collect();
-        match self.write_durably(&batch).await {
-            Ok(()) => parsed.into_iter().map(|r| r.map(|_| vec![])).collect(),
+        match self.write_durably(&items).await {
+            Ok(()) => jobs.iter().map(|_| Ok(vec![])).collect(),
             Err(WriteError::Interrupted) => jobs
                 .iter()
                 .map(|_| Err(HandlerError::Interrupted))
                 .collect(),
             Err(WriteError::Refused(e)) => {
                 tracing::warn!(error = %e, rows = jobs.len(), "batch refused; writing rows one by one");
-                self.write_one_by_one(parsed).await
+                self.write_one_by_one(items).await
             }
         }
     }
@@ -148,7 +180,15 @@ impl Handler for PersisterHandler {
 
 /// Runs the persister until `shutdown` fires.
 pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
-    let worker = WorkerConfig::from_env(ROLE, 5_000, "5ms", 1)?;
+    let mut worker = WorkerConfig::from_env(ROLE, 5_000, "5ms", 1)?;
+    // The positions stored with the rows advance in consumption order: a second batch of the
+    // same partition committing first would mark the first one's messages as applied.
+    if worker.batches_in_flight != 1 {
+        tracing::warn!(
+            "PERSISTER_BATCHES_IN_FLIGHT is ignored: the persister has one batch in flight"
+        );
+        worker.batches_in_flight = 1;
+    }
     let db = DatabaseConfig::from_env()?;
     let ctx = StageContext::from_env(worker, &shutdown).await?;
     let pool = store::connect_and_migrate(&db, &shutdown).await?;
@@ -159,7 +199,7 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
         topics.dead_letters(),
         topics.heartbeats(),
     ];
-    let handler = PersisterHandler::new(pool, topics.clone(), shutdown.clone());
+    let handler = PersisterHandler::new(pool, ctx.clone(), shutdown.clone());
     sluice_core::run_stage(ctx, ROLE, &inputs, handler, shutdown).await?;
     Ok(())
 }

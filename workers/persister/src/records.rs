@@ -224,7 +224,7 @@ fn storable(text: &str) -> String {
 }
 
 /// A dead letter is always stored: whatever its payload, the headers say why it died.
-fn parse_dead_letter(job: &Job) -> DeadLetterRow {
+pub fn parse_dead_letter(job: &Job) -> DeadLetterRow {
     #[derive(Deserialize)]
     struct EnvelopeHead {
         id: Uuid,

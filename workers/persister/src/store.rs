@@ -1,10 +1,11 @@
-//! Writing a batch to PostgreSQL: one transaction, one multi-row `UNNEST` statement per table.
+//! Writing a batch to PostgreSQL: one transaction, one multi-row `UNNEST` statement per table,
+//! and the persister's position in its input partitions stored in the same transaction.
 //!
-//! Every write is idempotent, so a batch delivered twice changes nothing the second time: a job
-//! id is written once as done (`done` wins over `pending` and `dead`), a part once per
-//! (job, part), a dead letter once per position in the dead-letter topic.
+//! The stored position makes a redelivered message a no-op. The writes are idempotent as well,
+//! a second line of defence: a job id is written once as done (`done` wins over `pending` and
+//! `dead`), a part once per (job, part), a dead letter once per position in its source topic.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -12,7 +13,9 @@ use sqlx::{Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::records::{Batch, DeadLetterRow, PartRow, ResultRow, WorkerRow};
+use sluice_core::Job;
+
+use crate::records::{Batch, DeadLetterRow, PartRow, Record, ResultRow, WorkerRow};
 use crate::DatabaseConfig;
 
 /// Channel notified, once per transaction, whenever job rows changed.
@@ -65,30 +68,130 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Writes the whole batch in one transaction.
-pub async fn write(pool: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
+/// One consumed message and the row it becomes; `None` when it becomes nothing (a dead letter
+/// the database refused) and only its offset is recorded.
+pub struct Consumed<'a> {
+    pub job: &'a Job,
+    pub record: Option<Record>,
+}
+
+/// Writes the messages in one transaction together with the persister's position in their
+/// partitions. Messages below the recorded position were applied by an earlier transaction
+/// and are skipped, so a message changes the database at most once whatever Kafka redelivers.
+/// `items` must be in consumption order and the only batch in flight for its partitions.
+/// Returns how many were skipped as already applied.
+pub async fn write(
+    pool: &PgPool,
+    group: &str,
+    items: &[Consumed<'_>],
+) -> Result<usize, sqlx::Error> {
+    let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for item in items {
+        let next = next_offsets
+            .entry((item.job.topic.as_str(), item.job.partition))
+            .or_default();
+        *next = (*next).max(item.job.offset + 1);
+    }
     let mut tx = pool.begin().await?;
+    let applied = claim_positions(&mut tx, group, &next_offsets).await?;
+    let fresh: Vec<&Consumed> = items
+        .iter()
+        .filter(|item| {
+            let position = (item.job.topic.clone(), item.job.partition);
+            item.job.offset >= applied.get(&position).copied().unwrap_or(0)
+        })
+        .collect();
+    let batch: Batch = fresh
+        .iter()
+        .filter_map(|item| item.record.as_ref())
+        .collect();
+    write_rows(&mut tx, &batch).await?;
+    advance_positions(&mut tx, group, &next_offsets).await?;
+    tx.commit().await?;
+    Ok(items.len() - fresh.len())
+}
+
+/// Locks the persister's position in each partition (creating it at 0 when new), so that a
+/// replica taking a partition over waits for the transaction of the one that had it, and
+/// returns where each stands. Sorted, so that replicas lock in one order.
+async fn claim_positions(
+    tx: &mut Transaction<'_, Postgres>,
+    group: &str,
+    partitions: &BTreeMap<(&str, i32), i64>,
+) -> Result<HashMap<(String, i32), i64>, sqlx::Error> {
+    let topics: Vec<&str> = partitions.keys().map(|(t, _)| *t).collect();
+    let numbers: Vec<i32> = partitions.keys().map(|(_, p)| *p).collect();
+    sqlx::query(
+        "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
+         SELECT $1, t, p, 0 FROM UNNEST($2::text[], $3::int[]) AS x(t, p) ORDER BY t, p
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(group)
+    .bind(&topics)
+    .bind(&numbers)
+    .execute(&mut **tx)
+    .await?;
+    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT topic, partition, next_offset FROM consumer_offsets
+         WHERE consumer_group = $1
+           AND (topic, partition) IN (SELECT * FROM UNNEST($2::text[], $3::int[]))
+         ORDER BY topic, partition
+         FOR UPDATE",
+    )
+    .bind(group)
+    .bind(&topics)
+    .bind(&numbers)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(topic, partition, next)| ((topic, partition), next))
+        .collect())
+}
+
+async fn advance_positions(
+    tx: &mut Transaction<'_, Postgres>,
+    group: &str,
+    next_offsets: &BTreeMap<(&str, i32), i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE consumer_offsets o
+         SET next_offset = GREATEST(o.next_offset, x.next), updated_at = now()
+         FROM UNNEST($2::text[], $3::int[], $4::int8[]) AS x(topic, partition, next)
+         WHERE o.consumer_group = $1 AND o.topic = x.topic AND o.partition = x.partition",
+    )
+    .bind(group)
+    .bind(next_offsets.keys().map(|(t, _)| *t).collect::<Vec<_>>())
+    .bind(next_offsets.keys().map(|(_, p)| *p).collect::<Vec<_>>())
+    .bind(next_offsets.values().copied().collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes the rows of a batch, one statement per table.
+async fn write_rows(tx: &mut Transaction<'_, Postgres>, batch: &Batch) -> Result<(), sqlx::Error> {
     let mut jobs_changed = false;
     if !batch.results.is_empty() {
-        upsert_results(&mut tx, &batch.results).await?;
+        upsert_results(tx, &batch.results).await?;
         jobs_changed = true;
     }
     if !batch.parts.is_empty() {
-        jobs_changed |= insert_parts_and_assemble(&mut tx, &batch.parts).await?;
+        jobs_changed |= insert_parts_and_assemble(tx, &batch.parts).await?;
     }
     if !batch.dead_letters.is_empty() {
-        jobs_changed |= insert_dead_letters(&mut tx, &batch.dead_letters).await?;
+        jobs_changed |= insert_dead_letters(tx, &batch.dead_letters).await?;
     }
     if !batch.workers.is_empty() {
-        upsert_workers(&mut tx, &batch.workers).await?;
+        upsert_workers(tx, &batch.workers).await?;
     }
     if jobs_changed {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(JOBS_CHANNEL)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await
+    Ok(())
 }
 
 /// Keeps the first row of every key: one statement may not touch a row twice.

@@ -204,6 +204,18 @@ impl TestPipeline {
         index
     }
 
+    /// What worker `index` has logged so far.
+    pub fn log(&self, index: usize) -> String {
+        let pattern = format!("{index}-");
+        let name = std::fs::read_dir(&self.log_dir)
+            .expect("log directory")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with(&pattern))
+            .expect("a log file per started process");
+        std::fs::read_to_string(self.log_dir.join(name)).unwrap_or_default()
+    }
+
     pub fn kill(&self, index: usize) {
         let mut children = self.children.lock().unwrap();
         children[index].kill().expect("SIGKILL");

@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use sluice_compute::PartResult;
 use uuid::Uuid;
 
-use crate::helpers::{Options, TestPipeline};
+use crate::helpers::{eventually, Options, TestPipeline, PARTITIONS};
 
 fn no_workers() -> Options {
     Options {
@@ -109,4 +111,106 @@ async fn a_redelivered_part_is_counted_once() {
     assert_eq!(result["result"], json!(285));
     assert_eq!(result["parts"].as_array().unwrap().len(), 3);
     assert_eq!(p.count("SELECT count(*) FROM compute_parts").await, 3);
+}
+
+/// Kafka's committed offsets only say where to resume; what has been applied is the position
+/// stored with the rows. Rewound to the start, a new persister re-reads everything and writes
+/// none of it again: rows an operator deleted since stay deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_position_stored_with_the_rows_decides_what_is_applied() {
+    let p = TestPipeline::spawn(no_workers()).await;
+    let results = p.topics.results();
+    let result = |id: Uuid| {
+        json!({"id": id, "kind": "compute", "result": {"ok": true, "result": 1.0},
+               "worker": "w", "attempts": 1, "created_at": Utc::now(), "finished_at": Utc::now()})
+        .to_string()
+        .into_bytes()
+    };
+    let first: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+    for id in &first {
+        p.publish_raw(&results, &id.to_string(), result(*id)).await;
+    }
+    p.publish_raw(&results, "bad", b"not a result".to_vec())
+        .await;
+    p.wait_count(
+        "SELECT count(*) FROM jobs WHERE status = 'done'",
+        20,
+        Duration::from_secs(30),
+    )
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM dead_letters",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        p.count(&format!(
+            "SELECT coalesce(sum(next_offset), 0)::int8 FROM consumer_offsets WHERE topic = '{results}'"
+        ))
+        .await,
+        21,
+        "the stored position covers every message of the results topic"
+    );
+
+    assert!(
+        p.terminate(0, Duration::from_secs(20)).await,
+        "persister exits 0"
+    );
+    sqlx::query("DELETE FROM jobs")
+        .execute(&p.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM dead_letters")
+        .execute(&p.pool)
+        .await
+        .unwrap();
+    rewind_group(&p, &results).await;
+
+    let persister = p.start("sluice-persister");
+    let marker = Uuid::new_v4();
+    p.publish_raw(&results, "marker", result(marker)).await;
+    p.wait_count(
+        &format!("SELECT count(*) FROM jobs WHERE job_id = '{marker}'"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the persister re-read the old messages",
+        || async {
+            p.log(persister)
+                .contains("skipped redelivered messages already applied")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM jobs").await,
+        1,
+        "only the new result"
+    );
+    assert_eq!(p.count("SELECT count(*) FROM dead_letters").await, 0);
+}
+
+/// Commits offset 0 for every partition of `topic` in the persister's group, as if Kafka had
+/// lost the group's offsets. The group must have no member.
+async fn rewind_group(p: &TestPipeline, topic: &str) {
+    let consumer: BaseConsumer =
+        sluice_core::kafka::consumer_config(&p.kafka, &p.topics.group("persister"))
+            .create()
+            .expect("consumer");
+    let mut rewind = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        rewind
+            .add_partition_offset(topic, partition, Offset::Offset(0))
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the group's offsets rewound",
+        || async { consumer.commit(&rewind, CommitMode::Sync).ok() },
+    )
+    .await;
 }
