@@ -18,22 +18,24 @@ fn no_workers() -> Options {
     }
 }
 
+/// A worker's result message for job `id`, as published to the results topic.
+fn result_message(id: Uuid, answer: serde_json::Value) -> Vec<u8> {
+    json!({"id": id, "kind": "compute", "result": answer, "worker": "w", "attempts": 1,
+           "created_at": Utc::now(), "finished_at": Utc::now()})
+    .to_string()
+    .into_bytes()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_results_become_dead_letters_and_the_persister_keeps_running() {
     let p = TestPipeline::spawn(no_workers()).await;
     let results = p.topics.results();
-    let result = |id: Uuid, answer: serde_json::Value| {
-        json!({"id": id, "kind": "compute", "result": answer, "worker": "w", "attempts": 1,
-               "created_at": Utc::now(), "finished_at": Utc::now()})
-        .to_string()
-        .into_bytes()
-    };
     let invalid = [
         b"not a result".to_vec(),
-        result(Uuid::new_v4(), json!([1, 2])),
-        result(Uuid::new_v4(), json!({"result": 3})),
-        result(Uuid::new_v4(), json!({"ok": false})),
-        result(
+        result_message(Uuid::new_v4(), json!([1, 2])),
+        result_message(Uuid::new_v4(), json!({"result": 3})),
+        result_message(Uuid::new_v4(), json!({"ok": false})),
+        result_message(
             Uuid::new_v4(),
             json!({"ok": true, "text": "nul \u{0} inside"}),
         ),
@@ -45,7 +47,7 @@ async fn invalid_results_become_dead_letters_and_the_persister_keeps_running() {
     p.publish_raw(
         &results,
         "good",
-        result(good, json!({"ok": true, "result": 7.0})),
+        result_message(good, json!({"ok": true, "result": 7.0})),
     )
     .await;
 
@@ -120,12 +122,7 @@ async fn a_redelivered_part_is_counted_once() {
 async fn the_position_stored_with_the_rows_decides_what_is_applied() {
     let p = TestPipeline::spawn(no_workers()).await;
     let results = p.topics.results();
-    let result = |id: Uuid| {
-        json!({"id": id, "kind": "compute", "result": {"ok": true, "result": 1.0},
-               "worker": "w", "attempts": 1, "created_at": Utc::now(), "finished_at": Utc::now()})
-        .to_string()
-        .into_bytes()
-    };
+    let result = |id: Uuid| result_message(id, json!({"ok": true, "result": 1.0}));
     let first: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
     for id in &first {
         p.publish_raw(&results, &id.to_string(), result(*id)).await;
