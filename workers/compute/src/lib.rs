@@ -2,6 +2,7 @@
 //! split into ranges that any compute worker may take. The persister assembles the parts.
 
 pub mod calc;
+pub mod live_workers;
 pub mod sum_squares;
 
 use chrono::{DateTime, Utc};
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use calc::{CalcOutput, CalcRequest, Op};
+use live_workers::LiveWorkers;
 use sum_squares::PartRequest;
 
 /// Envelope kind of a compute job.
@@ -42,11 +44,16 @@ pub struct PartResult {
 pub struct ComputeHandler {
     topics: Topics,
     instance: String,
+    live_workers: LiveWorkers,
 }
 
 impl ComputeHandler {
-    pub fn new(topics: Topics, instance: String) -> Self {
-        Self { topics, instance }
+    pub fn new(topics: Topics, instance: String, live_workers: LiveWorkers) -> Self {
+        Self {
+            topics,
+            instance,
+            live_workers,
+        }
     }
 
     fn answer(&self, job: &Job, envelope: &Envelope, output: CalcOutput) -> Outcome {
@@ -67,7 +74,7 @@ impl ComputeHandler {
         )?])
     }
 
-    fn calc(&self, job: &Job, envelope: &Envelope) -> Outcome {
+    async fn calc(&self, job: &Job, envelope: &Envelope) -> Outcome {
         let request: CalcRequest = serde_json::from_str(envelope.payload.get())
             .map_err(|e| HandlerError::permanent("schema", format!("invalid compute job: {e}")))?;
         let op = Op::parse(&request.op).ok_or_else(|| {
@@ -86,8 +93,11 @@ impl ComputeHandler {
         let Some(n) = &request.n else {
             return Err(HandlerError::permanent("schema", "sum_squares needs n"));
         };
-        let ranges =
-            sum_squares::parse_n(n).and_then(|n| sum_squares::split(n, request.parts.unwrap_or(1)));
+        let parts = match request.parts {
+            Some(parts) => parts,
+            None => self.live_workers.count().await,
+        };
+        let ranges = sum_squares::parse_n(n).and_then(|n| sum_squares::split(n, parts));
         match ranges {
             Err(reason) => self.answer(job, envelope, CalcOutput::error(reason)),
             Ok(ranges) => ranges
@@ -138,7 +148,7 @@ impl Handler for ComputeHandler {
     async fn handle(&self, job: &Job) -> Outcome {
         let envelope: Envelope<Box<RawValue>> = job.envelope()?;
         match envelope.kind.as_str() {
-            KIND_JOB => self.calc(job, &envelope),
+            KIND_JOB => self.calc(job, &envelope).await,
             KIND_PART => self.part(job, &envelope),
             other => {
                 let shown: String = other.chars().take(40).collect();
@@ -155,7 +165,12 @@ impl Handler for ComputeHandler {
 pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     let worker = WorkerConfig::from_env(ROLE, 256, "0ms", 8)?;
     let ctx = StageContext::from_env(worker, &shutdown).await?;
-    let handler = ComputeHandler::new(ctx.topics.clone(), ctx.worker.instance_id.clone());
+    let live_workers = LiveWorkers::new(&ctx.kafka, ctx.topics.group(ROLE))?;
+    let handler = ComputeHandler::new(
+        ctx.topics.clone(),
+        ctx.worker.instance_id.clone(),
+        live_workers,
+    );
     let inputs = [ctx.topics.compute_jobs(), ctx.topics.compute_parts()];
     sluice_core::run_stage(ctx, ROLE, &inputs, handler, shutdown).await?;
     Ok(())

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use serde_json::json;
+use sluice_compute::calc::CalcRequest;
+use sluice_compute::KIND_JOB;
 use sluice_core::Envelope;
 use uuid::Uuid;
 
@@ -55,6 +57,36 @@ async fn seed_examples_give_the_seeds_answers() {
         assert_eq!(out.trim(), expected, "sluice {full:?}");
         assert_eq!(exit, code, "exit code of sluice {full:?}");
     }
+
+    // A job published by another producer, naming no part count, is split across the live
+    // workers too: the worker asks the broker how many are in its group.
+    let job = Envelope::new(
+        KIND_JOB,
+        CalcRequest {
+            op: "sum_squares".into(),
+            n: Some(9.into()),
+            ..CalcRequest::default()
+        },
+    );
+    p.publish_job(&job).await;
+    p.wait_count(
+        &format!(
+            "SELECT count(*) FROM jobs WHERE job_id = '{}' AND status = 'done'",
+            job.id
+        ),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    let (exit, shown) = p.sluice(&["job", &job.id.to_string()]).await;
+    assert_eq!(exit, 0);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["result"]["result"], json!(285));
+    assert_eq!(
+        shown["result"]["parts"].as_array().unwrap().len(),
+        3,
+        "split in three for three live workers: {shown}"
+    );
 
     // Exact at the top of the range, whatever the split.
     let (exit, out) = p
