@@ -117,36 +117,37 @@ impl PersisterHandler {
         }
     }
 
-    /// After the database refused a batch: each message alone, in order. One the database
-    /// refuses becomes a dead letter; a dead letter it refuses is dropped, loudly, since it
-    /// would only come back here.
+    /// After the database refused a batch: each message alone, in order, so only the culprits
+    /// fail. A message the database refuses becomes a dead letter; a dead letter it refuses is
+    /// dropped, loudly, since it would only come back here (its position is still recorded).
     async fn write_one_by_one(&self, items: Vec<Consumed<'_>>) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
-            let mut attempt = item;
+        for mut item in items {
             let outcome = loop {
-                let job = attempt.job;
-                match self.write_durably(std::slice::from_ref(&attempt)).await {
+                match self.write_durably(std::slice::from_ref(&item)).await {
                     Ok(()) => break Ok(vec![]),
                     Err(WriteError::Interrupted) => break Err(HandlerError::Interrupted),
-                    Err(WriteError::Refused(e)) => {
-                        let record = match attempt.record {
-                            Some(Record::DeadLetter(_)) | None => {
-                                tracing::error!(error = %e, topic = %job.topic,
-                                    offset = job.offset, "dead letter refused by the database; dropped");
-                                None
-                            }
-                            Some(_) => Some(
-                                self.rejected(job, &HandlerError::permanent("database_refused", e)),
-                            ),
-                        };
-                        attempt = Consumed { job, record };
-                    }
+                    Err(WriteError::Refused(e)) => item.record = self.instead_of_refused(&item, e),
                 }
             };
             outcomes.push(outcome);
         }
         outcomes
+    }
+
+    /// What to write when the database refused `item`'s record.
+    fn instead_of_refused(&self, item: &Consumed<'_>, error: sqlx::Error) -> Option<Record> {
+        match item.record {
+            Some(Record::DeadLetter(_)) | None => {
+                tracing::error!(%error, topic = %item.job.topic, offset = item.job.offset,
+                    "dead letter refused by the database; dropped");
+                None
+            }
+            Some(_) => Some(self.rejected(
+                item.job,
+                &HandlerError::permanent("database_refused", error),
+            )),
+        }
     }
 }
 

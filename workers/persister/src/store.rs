@@ -97,7 +97,7 @@ pub async fn write(
     let fresh: Vec<&Consumed> = items
         .iter()
         .filter(|item| {
-            let position = (item.job.topic.clone(), item.job.partition);
+            let position = (item.job.topic.as_str(), item.job.partition);
             item.job.offset >= applied.get(&position).copied().unwrap_or(0)
         })
         .collect();
@@ -113,12 +113,13 @@ pub async fn write(
 
 /// Locks the persister's position in each partition (creating it at 0 when new), so that a
 /// replica taking a partition over waits for the transaction of the one that had it, and
-/// returns where each stands. Sorted, so that replicas lock in one order.
-async fn claim_positions(
+/// returns where each stands, keyed like `partitions`. Sorted, so that replicas lock in one
+/// order.
+async fn claim_positions<'k>(
     tx: &mut Transaction<'_, Postgres>,
     group: &str,
-    partitions: &BTreeMap<(&str, i32), i64>,
-) -> Result<HashMap<(String, i32), i64>, sqlx::Error> {
+    partitions: &BTreeMap<(&'k str, i32), i64>,
+) -> Result<BTreeMap<(&'k str, i32), i64>, sqlx::Error> {
     let topics: Vec<&str> = partitions.keys().map(|(t, _)| *t).collect();
     let numbers: Vec<i32> = partitions.keys().map(|(_, p)| *p).collect();
     sqlx::query(
@@ -145,7 +146,13 @@ async fn claim_positions(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(topic, partition, next)| ((topic, partition), next))
+        .filter_map(|(topic, partition, next)| {
+            // A batch spans a few partitions; a scan finds the borrowed key.
+            let key = partitions
+                .keys()
+                .find(|(t, p)| *t == topic && *p == partition)?;
+            Some((*key, next))
+        })
         .collect())
 }
 

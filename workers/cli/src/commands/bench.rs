@@ -249,46 +249,24 @@ fn print_processes() {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
-    let ticks_per_second = 100.0; // USER_HZ, 100 on every Linux sluice runs on
     let mut rows = Vec::new();
     let mut postgres_cpu = 0.0;
     for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+        let process = entry.path();
+        let Ok(comm) = std::fs::read_to_string(process.join("comm")) else {
             continue;
         };
         let name = comm.trim();
-        let is_pipeline = name.starts_with("sluice-") || name == "nisshi";
-        if !(is_pipeline || name == "postgres") {
-            continue;
+        if name == "postgres" {
+            postgres_cpu += cpu_seconds(&process).unwrap_or(0.0);
+        } else if name.starts_with("sluice-") || name == "nisshi" {
+            rows.push(format!(
+                "  {name} (pid {}): peak RSS {}, CPU {:.2} s",
+                entry.file_name().to_string_lossy(),
+                peak_rss(&process).unwrap_or_default(),
+                cpu_seconds(&process).unwrap_or(0.0)
+            ));
         }
-        let cpu = std::fs::read_to_string(path.join("stat"))
-            .ok()
-            .and_then(|stat| {
-                // Fields after the parenthesised command name; utime and stime are 14 and 15.
-                let rest = stat.rsplit_once(')')?.1;
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                let ticks: f64 =
-                    fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-                Some(ticks / ticks_per_second)
-            })
-            .unwrap_or(0.0);
-        if !is_pipeline {
-            postgres_cpu += cpu;
-            continue;
-        }
-        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
-            continue;
-        };
-        let peak = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default();
-        rows.push(format!(
-            "  {name} (pid {}): peak RSS {peak}, CPU {cpu:.2} s",
-            entry.file_name().to_string_lossy()
-        ));
     }
     rows.sort();
     println!("peak RSS and CPU time per process:");
@@ -296,4 +274,23 @@ fn print_processes() {
         println!("{row}");
     }
     println!("  postgres (all its processes): CPU {postgres_cpu:.2} s");
+}
+
+/// User plus system time of the process at `/proc/<pid>`.
+fn cpu_seconds(process: &std::path::Path) -> Option<f64> {
+    const TICKS_PER_SECOND: f64 = 100.0; // USER_HZ, 100 on every Linux sluice runs on
+    let stat = std::fs::read_to_string(process.join("stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / TICKS_PER_SECOND)
+}
+
+/// VmHWM of the process at `/proc/<pid>`, as the kernel writes it ("51234 kB").
+fn peak_rss(process: &std::path::Path) -> Option<String> {
+    let status = std::fs::read_to_string(process.join("status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .map(|v| v.trim().to_string())
 }
