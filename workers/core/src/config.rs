@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sluice_messages::heartbeat::LIVE_WITHIN_SECS;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -89,9 +90,16 @@ pub struct KafkaConfig {
     pub topic_prefix: String,
     pub partitions: i32,
     pub replication_factor: i32,
-    /// Kept low: a broker may hold a fetch this long even when data is waiting.
+    /// How long the broker may hold a fetch on the job and result topics. Short: an idle hop
+    /// can cost up to half of it in latency.
     pub fetch_wait_max_ms: u32,
+    /// The same for topics nobody waits on (retry tiers, heartbeats): long, so that idle
+    /// consumers cost the broker little.
+    pub slow_fetch_wait_max_ms: u32,
     pub session_timeout_ms: u32,
+    /// A member that does not poll for this long leaves its group; the loop polls all the time
+    /// (backpressure pauses partitions instead), so this only catches a wedged process.
+    pub max_poll_interval_ms: u32,
     /// `KAFKA_OPT_*` pass-through properties, already turned into librdkafka names.
     pub client_overrides: BTreeMap<String, String>,
 }
@@ -104,16 +112,48 @@ impl KafkaConfig {
                     .map(|name| (name.to_ascii_lowercase().replace('_', "."), v))
             })
             .collect();
-        Ok(Self {
+        let config = Self {
             brokers: env_string("KAFKA_BROKERS", "127.0.0.1:9092"),
             topic_prefix: env_string("SLUICE_TOPIC_PREFIX", "sluice"),
             partitions: env_or("KAFKA_PARTITIONS", 6)?,
             replication_factor: env_or("KAFKA_REPLICATION_FACTOR", 1)?,
             fetch_wait_max_ms: env_or("KAFKA_FETCH_WAIT_MAX_MS", 10)?,
+            slow_fetch_wait_max_ms: env_or("KAFKA_SLOW_FETCH_WAIT_MAX_MS", 500)?,
             session_timeout_ms: env_or("KAFKA_SESSION_TIMEOUT_MS", 10_000)?,
+            max_poll_interval_ms: env_or("KAFKA_MAX_POLL_INTERVAL_MS", 300_000)?,
             client_overrides,
-        })
+        };
+        at_least("KAFKA_PARTITIONS", config.partitions, 1)?;
+        at_least("KAFKA_REPLICATION_FACTOR", config.replication_factor, 1)?;
+        at_least("KAFKA_FETCH_WAIT_MAX_MS", config.fetch_wait_max_ms, 1)?;
+        at_least(
+            "KAFKA_SLOW_FETCH_WAIT_MAX_MS",
+            config.slow_fetch_wait_max_ms,
+            1,
+        )?;
+        at_least("KAFKA_SESSION_TIMEOUT_MS", config.session_timeout_ms, 1_000)?;
+        at_least(
+            "KAFKA_MAX_POLL_INTERVAL_MS",
+            config.max_poll_interval_ms,
+            config.session_timeout_ms,
+        )?;
+        Ok(config)
     }
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    value: T,
+    min: T,
+) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(invalid(
+            name,
+            &value.to_string(),
+            format!("must be at least {min}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Retry tiers and the exponential backoff policy that picks among them.
@@ -186,49 +226,119 @@ impl RetryConfig {
     }
 }
 
-/// How one worker process consumes: its identity, batch shape and concurrency.
+/// One worker process: its identity, liveness, and the limits that stop it loudly instead of
+/// letting it stall or dead-letter everything.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub instance_id: String,
     pub host: String,
-    /// Most messages handed to a handler at once.
-    pub batch_max: usize,
-    /// How long a batch may wait to fill after its first message.
-    pub batch_wait: Duration,
-    /// Batches handled at the same time; with `batch_max`, bounds the messages in flight.
-    pub batches_in_flight: usize,
     pub heartbeat_interval: Duration,
+    /// With work waiting and nothing finished for this long, the stage reports `stalled`.
+    pub stall_after: Duration,
+    /// After shutdown, how long work in flight may still finish; what is left is abandoned
+    /// uncommitted and delivered again later.
+    pub shutdown_grace: Duration,
+    /// The stage stops when more than this share of the last `dead_letter_window` messages
+    /// went to the dead letters (1 turns the check off).
+    pub dead_letter_max_share: f64,
+    pub dead_letter_window: usize,
 }
 
 impl WorkerConfig {
-    /// `role` names the service; the batch shape given is its default, overridable by
-    /// `<ROLE>_BATCH_MAX`, `<ROLE>_BATCH_WAIT` and `<ROLE>_BATCHES_IN_FLIGHT`.
-    pub fn from_env(
-        role: &str,
-        batch_max: usize,
-        batch_wait: &str,
-        in_flight: usize,
-    ) -> Result<Self, ConfigError> {
+    /// `role` names the service in the default instance id.
+    pub fn from_env(role: &str) -> Result<Self, ConfigError> {
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into());
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let default_id = format!("{role}-{host}-{}", &suffix[..8]);
-        let prefix = role.to_ascii_uppercase();
-        Ok(Self {
+        let config = Self {
             instance_id: env_string("WORKER_INSTANCE_ID", &default_id),
             host,
-            batch_max: env_or(&format!("{prefix}_BATCH_MAX"), batch_max)?.max(1),
-            batch_wait: env_duration(&format!("{prefix}_BATCH_WAIT"), batch_wait)?,
-            batches_in_flight: env_or(&format!("{prefix}_BATCHES_IN_FLIGHT"), in_flight)?.max(1),
             heartbeat_interval: env_duration("HEARTBEAT_INTERVAL", "2s")?,
-        })
+            stall_after: env_duration("STALL_AFTER", "60s")?,
+            shutdown_grace: env_duration("SHUTDOWN_GRACE", "10s")?,
+            dead_letter_max_share: env_or("DEAD_LETTER_MAX_SHARE", 0.5)?,
+            dead_letter_window: env_or("DEAD_LETTER_WINDOW", 200)?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        if self.heartbeat_interval < Duration::from_millis(10)
+            || self.heartbeat_interval > Duration::from_secs(LIVE_WITHIN.as_secs() / 2)
+        {
+            return Err(invalid(
+                "HEARTBEAT_INTERVAL",
+                &ms(self.heartbeat_interval),
+                format!(
+                    "must be from 10ms to {}s, so that a live worker stays listed as live",
+                    LIVE_WITHIN.as_secs() / 2
+                ),
+            ));
+        }
+        if self.stall_after < self.heartbeat_interval {
+            return Err(invalid(
+                "STALL_AFTER",
+                &ms(self.stall_after),
+                "must be at least HEARTBEAT_INTERVAL",
+            ));
+        }
+        if !(self.dead_letter_max_share > 0.0 && self.dead_letter_max_share <= 1.0) {
+            return Err(invalid(
+                "DEAD_LETTER_MAX_SHARE",
+                &self.dead_letter_max_share.to_string(),
+                "must be in (0, 1]",
+            ));
+        }
+        if self.dead_letter_window == 0 {
+            return Err(invalid("DEAD_LETTER_WINDOW", "0", "must be at least 1"));
+        }
+        Ok(())
     }
 }
+
+/// How long a heartbeat keeps a worker live (mirrors `sluice_messages::heartbeat`).
+const LIVE_WITHIN: Duration = Duration::from_secs(LIVE_WITHIN_SECS as u64);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn worker() -> WorkerConfig {
+        WorkerConfig {
+            instance_id: "w".into(),
+            host: "h".into(),
+            heartbeat_interval: Duration::from_secs(2),
+            stall_after: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+            dead_letter_max_share: 0.5,
+            dead_letter_window: 200,
+        }
+    }
+
+    #[test]
+    fn a_zero_heartbeat_interval_is_refused() {
+        assert!(worker().validate().is_ok());
+        let zero = WorkerConfig {
+            heartbeat_interval: Duration::ZERO,
+            ..worker()
+        };
+        let error = zero.validate().unwrap_err().to_string();
+        assert!(error.contains("HEARTBEAT_INTERVAL"), "{error}");
+        let too_slow = WorkerConfig {
+            heartbeat_interval: Duration::from_secs(30),
+            ..worker()
+        };
+        assert!(too_slow.validate().is_err());
+        let no_share = WorkerConfig {
+            dead_letter_max_share: 0.0,
+            ..worker()
+        };
+        assert!(no_share.validate().is_err());
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -1,67 +1,15 @@
-//! Liveness: every worker publishes a heartbeat every `HEARTBEAT_INTERVAL`; the persister keeps
-//! the latest per instance, and a worker counts as live while that one is young enough.
+//! Liveness: a stage publishes a heartbeat every `HEARTBEAT_INTERVAL` (idle, busy or stalled),
+//! and a last one, `stopped`, when it stops.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use sluice_messages::heartbeat::{Heartbeat, WorkerState};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::context::StageContext;
 use crate::kafka::Output;
-use crate::pipeline::StageContext;
-
-/// A worker is live while its last heartbeat is younger than this.
-pub const LIVE_WITHIN_SECS: i64 = 10;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WorkerState {
-    Idle,
-    Busy,
-    /// Sent once on a clean shutdown, so the worker stops counting as live at once.
-    Stopped,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Heartbeat {
-    pub role: String,
-    pub instance: String,
-    pub host: String,
-    pub state: WorkerState,
-    pub in_flight: u64,
-    pub processed: u64,
-    pub version: String,
-    pub at: DateTime<Utc>,
-}
-
-/// Counters a stage updates as it works, read by the heartbeat.
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    in_flight: AtomicU64,
-    processed: AtomicU64,
-}
-
-impl WorkerStats {
-    pub fn started(&self, messages: usize) {
-        self.in_flight.fetch_add(messages as u64, Ordering::Relaxed);
-    }
-
-    /// `messages` left flight; `durable` of them were fully handled.
-    pub fn finished(&self, messages: usize, durable: usize) {
-        self.in_flight.fetch_sub(messages as u64, Ordering::Relaxed);
-        self.processed.fetch_add(durable as u64, Ordering::Relaxed);
-    }
-
-    pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    pub fn processed(&self) -> u64 {
-        self.processed.load(Ordering::Relaxed)
-    }
-}
 
 fn beat(ctx: &StageContext, role: &str, state: WorkerState) -> Heartbeat {
     Heartbeat {
@@ -90,7 +38,7 @@ async fn send(ctx: &StageContext, heartbeat: &Heartbeat) {
     }
 }
 
-/// The heartbeat of a running service; `stop` sends the last one.
+/// The heartbeat of a running stage; `stop` sends the last one.
 pub struct HeartbeatTask {
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -103,13 +51,23 @@ impl HeartbeatTask {
         Self { stop, task }
     }
 
+    /// Resolves only if the task ended on its own, which it never should: the caller treats
+    /// that as a failure of the process.
+    pub async fn failed(&mut self) -> String {
+        match (&mut self.task).await {
+            Err(e) if e.is_panic() => format!("heartbeat task panicked: {e}"),
+            Err(e) => format!("heartbeat task ended: {e}"),
+            Ok(()) => "heartbeat task ended".into(),
+        }
+    }
+
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
     }
 }
 
-/// Publishes heartbeats until `stop` fires, then a last one saying the worker stopped.
+/// Publishes heartbeats until `stop` fires, then a last one saying the stage stopped.
 async fn run(ctx: Arc<StageContext>, role: String, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(ctx.worker.heartbeat_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -117,7 +75,11 @@ async fn run(ctx: Arc<StageContext>, role: String, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = ticks.tick() => {
-                let state = if ctx.stats.in_flight() > 0 { WorkerState::Busy } else { WorkerState::Idle };
+                let state = ctx.stats.state(ctx.worker.stall_after);
+                if state == WorkerState::Stalled {
+                    tracing::warn!(role, stall_after = ?ctx.worker.stall_after,
+                        "stalled: work is waiting and none has finished");
+                }
                 send(&ctx, &beat(&ctx, &role, state)).await;
             }
         }

@@ -1,20 +1,23 @@
 //! Kafka clients built from [`KafkaConfig`], and the one way sluice publishes: [`Publisher`],
-//! which returns only once the broker has acknowledged the message.
+//! which returns only once the broker has acknowledged the message, and tells an output the
+//! broker will never accept from one worth waiting for.
 
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use serde::Serialize;
+use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::error::{HandlerError, PipelineError};
+use crate::error::{ErrorClass, HandlerError, PipelineError};
 
 /// Largest message sluice produces; a dead letter carries its original payload whole.
-const MESSAGE_MAX_BYTES: &str = "4194304";
+pub const MESSAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// The brokers and nothing else; every config below is built on it.
 fn bootstrap(kafka: &KafkaConfig) -> ClientConfig {
@@ -31,7 +34,7 @@ fn with_overrides(mut config: ClientConfig, kafka: &KafkaConfig) -> ClientConfig
     config
 }
 
-/// For clients with no role-specific settings (the admin client).
+/// For clients with no role-specific settings (the admin client, metadata look-ups).
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     with_overrides(bootstrap(kafka), kafka)
 }
@@ -42,13 +45,14 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("message.timeout.ms", "30000")
-        .set("message.max.bytes", MESSAGE_MAX_BYTES)
+        .set("message.max.bytes", MESSAGE_MAX_BYTES.to_string())
         .set("queue.buffering.max.kbytes", "65536");
     with_overrides(config, kafka)
 }
 
-/// A group consumer that stores offsets only when told: the at-least-once pattern.
-pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
+/// A group consumer that stores offsets only when told (the at-least-once pattern), holding
+/// each fetch at most `fetch_wait_ms` on the broker.
+pub fn consumer_config(kafka: &KafkaConfig, group: &str, fetch_wait_ms: u32) -> ClientConfig {
     let mut config = bootstrap(kafka);
     config
         .set("group.id", group)
@@ -57,11 +61,15 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
         .set(
             "heartbeat.interval.ms",
             (kafka.session_timeout_ms / 4).max(500).to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            kafka.max_poll_interval_ms.to_string(),
         )
         // Bounded prefetch keeps a worker's memory small whatever the backlog.
         .set("queued.max.messages.kbytes", "8192")
@@ -90,7 +98,7 @@ impl Output {
         value: &T,
     ) -> Result<Self, HandlerError> {
         let payload = serde_json::to_vec(value)
-            .map_err(|e| HandlerError::permanent("serialize", e.to_string()))?;
+            .map_err(|e| HandlerError::permanent(ErrorClass::Serialize, e))?;
         Ok(Self {
             topic,
             key: Some(key.into()),
@@ -98,6 +106,55 @@ impl Output {
             headers: None,
         })
     }
+}
+
+/// Why [`Publisher::publish`] gave up on an output.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum PublishError {
+    /// The broker will never accept it: too large, an invalid or unknown topic, not
+    /// authorized. Retrying would hold the stage forever.
+    #[error("undeliverable to {topic}: {code}")]
+    Undeliverable {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("interrupted by shutdown")]
+    Interrupted,
+}
+
+impl PublishError {
+    /// Whether the message's size was the problem.
+    pub fn too_large(&self) -> bool {
+        matches!(
+            self,
+            Self::Undeliverable {
+                code: RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::MessageBatchTooLarge
+                    | RDKafkaErrorCode::InvalidMessageSize,
+                ..
+            }
+        )
+    }
+}
+
+/// Whether a delivery error can never succeed on retry. librdkafka has already waited out
+/// metadata propagation before it calls a topic unknown.
+pub fn is_undeliverable(error: &KafkaError) -> Option<RDKafkaErrorCode> {
+    let code = error.rdkafka_error_code()?;
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownPartition
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::InvalidRecord
+    )
+    .then_some(code)
 }
 
 /// A producer whose `publish` returns once the broker acknowledged the message.
@@ -114,7 +171,13 @@ impl Publisher {
     }
 
     /// Publishes once; the error is the broker's or the client's.
-    pub async fn try_publish(&self, output: &Output) -> Result<(i32, i64), PipelineError> {
+    pub async fn try_publish(&self, output: &Output) -> Result<(i32, i64), KafkaError> {
+        if output.payload.len() > MESSAGE_MAX_BYTES {
+            // librdkafka would refuse it too, but only after copying it into its queue.
+            return Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageSizeTooLarge,
+            ));
+        }
         let mut record = FutureRecord::to(&output.topic).payload(&output.payload);
         if let Some(key) = &output.key {
             record = record.key(key);
@@ -126,25 +189,32 @@ impl Publisher {
             .producer
             .send(record, Timeout::After(Duration::from_secs(30)))
             .await
-            .map_err(|(e, _)| PipelineError::Kafka(e))?;
+            .map_err(|(e, _)| e)?;
         Ok((delivery.partition, delivery.offset))
     }
 
     /// Publishes until the broker acknowledges, backing off while it is unreachable, so an
-    /// output is never dropped; gives up only when `shutdown` fires.
+    /// output is never dropped. Gives up on an output the broker can never accept, and when
+    /// `shutdown` fires.
     pub async fn publish(
         &self,
         output: &Output,
         shutdown: &CancellationToken,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), PublishError> {
         let mut pause = Duration::from_millis(100);
         loop {
             match self.try_publish(output).await {
                 Ok(_) => return Ok(()),
                 Err(e) => {
+                    if let Some(code) = is_undeliverable(&e) {
+                        return Err(PublishError::Undeliverable {
+                            topic: output.topic.clone(),
+                            code,
+                        });
+                    }
                     tracing::warn!(topic = %output.topic, error = %e, "publish failed, retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return Err(HandlerError::Interrupted),
+                        _ = shutdown.cancelled() => return Err(PublishError::Interrupted),
                         _ = tokio::time::sleep(pause) => {}
                     }
                     pause = (pause * 2).min(Duration::from_secs(5));
@@ -156,5 +226,21 @@ impl Publisher {
     /// Waits for every message still queued in the client to be delivered.
     pub fn flush(&self, timeout: Duration) {
         let _ = self.producer.flush(Timeout::After(timeout));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_that_cannot_pass_are_undeliverable() {
+        let produce = KafkaError::MessageProduction;
+        assert!(is_undeliverable(&produce(RDKafkaErrorCode::MessageSizeTooLarge)).is_some());
+        assert!(is_undeliverable(&produce(RDKafkaErrorCode::TopicAuthorizationFailed)).is_some());
+        assert!(is_undeliverable(&produce(RDKafkaErrorCode::InvalidTopic)).is_some());
+        assert!(is_undeliverable(&produce(RDKafkaErrorCode::MessageTimedOut)).is_none());
+        assert!(is_undeliverable(&produce(RDKafkaErrorCode::BrokerTransportFailure)).is_none());
+        assert!(is_undeliverable(&produce(RDKafkaErrorCode::NotEnoughReplicas)).is_none());
     }
 }

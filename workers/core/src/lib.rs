@@ -1,21 +1,40 @@
-//! sluice's shared core: typed configuration, the job envelope, topic names, the one
-//! consume → handle → publish → commit loop, retry tiers, dead letters and heartbeats.
+//! sluice's shared core: typed configuration, the one consume → handle → publish → commit loop
+//! with its execution modes, retry routing, dead letters and heartbeats.
 //!
-//! A worker service implements [`pipeline::Handler`] for its domain and calls
-//! [`pipeline::run_stage`]; everything about delivery guarantees lives here.
+//! A worker service implements [`Handler`] for its domain and calls [`run_stage`] with a
+//! [`Stage`]; everything about delivery guarantees lives here.
+//!
+//! # Layout
+//! Lower modules never use higher ones:
+//! - [`config`], [`error`], [`shutdown`]: configuration, the error layers, signals and logs.
+//! - [`headers`], [`kafka`]: reading headers; client configs and the [`Publisher`].
+//! - [`job`]: the [`Job`] a handler sees, its [`Cx`] and the [`Handler`] trait.
+//! - [`retry`]: where a failed message goes (a retry tier or the dead letters).
+//! - [`offsets`], [`limits`], [`stats`]: commit points, rate and dead-letter limits, counters.
+//! - [`context`], [`topics`], [`heartbeat`]: what a process shares, topic creation, liveness.
+//! - [`consumer`]: the [`consumer::Feed`] of messages and rebalances, with pausing.
+//! - [`blocking`]: CPU-bound handlers on a bounded thread pool.
+//! - [`pipeline`]: the loop and its [`Execution`] modes.
 
+pub mod blocking;
 pub mod config;
-pub mod envelope;
+pub mod consumer;
+pub mod context;
 pub mod error;
+pub mod headers;
 pub mod heartbeat;
+pub mod job;
 pub mod kafka;
+pub mod limits;
 pub mod offsets;
 pub mod pipeline;
 pub mod retry;
 pub mod shutdown;
+pub mod stats;
 pub mod topics;
 
-pub use envelope::{Envelope, JobResult};
-pub use error::{HandlerError, PipelineError};
-pub use kafka::{Output, Publisher};
-pub use pipeline::{run_stage, Handler, Job, Outcome, StageContext};
+pub use context::StageContext;
+pub use error::{ErrorClass, HandlerError, PipelineError};
+pub use job::{Cx, Handler, Job, Outcome, TopicPartition};
+pub use kafka::{Output, PublishError, Publisher};
+pub use pipeline::{run_stage, Execution, Stage};

@@ -1,340 +1,809 @@
 //! The consume → handle → publish → commit loop, written once for every stage.
 //!
-//! A stage subscribes to its input topics, gathers messages into batches and hands each batch
-//! to its [`Handler`], with a bounded number of batches in flight. For every message the handler
-//! returns outputs (published anywhere), a transient error (sent to a retry tier) or a permanent
-//! one (sent to the dead letters). A message's offset is stored only after every message it
-//! caused has been acknowledged by the broker, and only once every earlier message of its
-//! partition is done too, so work may finish out of order without ever skipping a message.
+//! A stage reads its input topics through a [`Feed`] and hands messages to its [`Handler`] in
+//! one of three [`Execution`] modes. For every message the handler returns outputs (published
+//! anywhere), a transient error (sent to a retry tier, or retried in place), a permanent one
+//! (sent to the dead letters) or a fatal one (the stage stops). A message's offset is stored
+//! only after every message it caused has been acknowledged by the broker, and only once every
+//! earlier message of its partition is done too, so work may finish out of order without ever
+//! skipping a message.
+//!
+//! The loop never stops polling: when it holds as much as its mode allows, it pauses its
+//! partitions instead of leaving the consumer unserved. A panic in a handler, a broken
+//! contract, a fatal error or too many dead letters ends the stage with an error, which ends
+//! the process with a non-zero status.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders};
-use rdkafka::{Offset, TopicPartitionList};
-use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use futures::FutureExt;
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{KafkaConfig, RetryConfig, WorkerConfig};
-use crate::envelope::{header, header_i64, Envelope};
-use crate::error::{HandlerError, PipelineError};
-use crate::heartbeat::{HeartbeatTask, WorkerStats};
-use crate::kafka::{self, Output, Publisher};
-use crate::offsets::OffsetTracker;
-use crate::retry::RetryPolicy;
-use crate::topics::{self, Topics};
+use crate::config::{env_duration, env_or, ConfigError};
+use crate::consumer::{Event, Feed};
+use crate::context::StageContext;
+use crate::error::{ErrorClass, HandlerError, PipelineError};
+use crate::heartbeat::HeartbeatTask;
+use crate::job::{Cx, Handler, Job, Outcome, TopicPartition};
+use crate::kafka::PublishError;
+use crate::limits::{DeadLetterGuard, RateLimiter};
+use crate::retry::publish_dead_letter;
+use crate::topics::ensure_topics;
 
-/// One consumed message, owned, with its delivery attempt.
+/// How a stage runs its handler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Execution {
+    /// `handle_batch` over up to `max` messages gathered for at most `wait` after the first,
+    /// with up to `in_flight` batches at once: cheap per-message work, multi-row writes.
+    Batches {
+        max: usize,
+        wait: Duration,
+        in_flight: usize,
+    },
+    /// Every message on its own, up to `in_flight` at once, at most `rate_per_sec` started a
+    /// second, each given up after `timeout`: many slow calls (LLMs). A slow call holds back
+    /// neither the outputs nor the commits of the fast ones beside it.
+    PerMessage {
+        in_flight: usize,
+        rate_per_sec: Option<f64>,
+        timeout: Option<Duration>,
+    },
+    /// Messages with the same key one at a time in offset order, different keys concurrently
+    /// (up to `in_flight`); transient failures are retried in place, the key waiting meanwhile,
+    /// so no later message of a key overtakes an earlier one.
+    PerKey {
+        in_flight: usize,
+        timeout: Option<Duration>,
+    },
+}
+
+impl Execution {
+    /// Batches, shaped by `<ROLE>_BATCH_MAX`, `<ROLE>_BATCH_WAIT`, `<ROLE>_BATCHES_IN_FLIGHT`.
+    pub fn batches_from_env(
+        role: &str,
+        max: usize,
+        wait: &str,
+        in_flight: usize,
+    ) -> Result<Self, ConfigError> {
+        let prefix = role.to_ascii_uppercase();
+        Ok(Self::Batches {
+            max: env_or(&format!("{prefix}_BATCH_MAX"), max)?.max(1),
+            wait: env_duration(&format!("{prefix}_BATCH_WAIT"), wait)?,
+            in_flight: env_or(&format!("{prefix}_BATCHES_IN_FLIGHT"), in_flight)?.max(1),
+        })
+    }
+
+    /// One message at a time each, shaped by `<ROLE>_IN_FLIGHT`, `<ROLE>_RATE_LIMIT`
+    /// (messages started per second; 0 for none) and `<ROLE>_TIMEOUT` (0 for none).
+    pub fn per_message_from_env(
+        role: &str,
+        in_flight: usize,
+        rate_per_sec: f64,
+        timeout: &str,
+    ) -> Result<Self, ConfigError> {
+        let prefix = role.to_ascii_uppercase();
+        let rate_name = format!("{prefix}_RATE_LIMIT");
+        let rate: f64 = env_or(&rate_name, rate_per_sec)?;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(ConfigError::Invalid {
+                name: rate_name,
+                value: rate.to_string(),
+                reason: "must be a number ≥ 0 (0: no limit)".into(),
+            });
+        }
+        Ok(Self::PerMessage {
+            in_flight: env_or(&format!("{prefix}_IN_FLIGHT"), in_flight)?.max(1),
+            rate_per_sec: (rate > 0.0).then_some(rate),
+            timeout: nonzero(env_duration(&format!("{prefix}_TIMEOUT"), timeout)?),
+        })
+    }
+
+    /// Ordered per key, shaped by `<ROLE>_IN_FLIGHT` and `<ROLE>_TIMEOUT`.
+    pub fn per_key_from_env(
+        role: &str,
+        in_flight: usize,
+        timeout: &str,
+    ) -> Result<Self, ConfigError> {
+        let prefix = role.to_ascii_uppercase();
+        Ok(Self::PerKey {
+            in_flight: env_or(&format!("{prefix}_IN_FLIGHT"), in_flight)?.max(1),
+            timeout: nonzero(env_duration(&format!("{prefix}_TIMEOUT"), timeout)?),
+        })
+    }
+
+    /// Units (batches or messages) handled at once.
+    fn slots(&self) -> usize {
+        match *self {
+            Self::Batches { in_flight, .. }
+            | Self::PerMessage { in_flight, .. }
+            | Self::PerKey { in_flight, .. } => in_flight,
+        }
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        match *self {
+            Self::Batches { .. } => None,
+            Self::PerMessage { timeout, .. } | Self::PerKey { timeout, .. } => timeout,
+        }
+    }
+
+    /// Messages received but not yet handled, past which the stage pauses its partitions.
+    /// Batches keep several rounds of batches ready, since a pause also drops what the client
+    /// had prefetched; slow calls stop fetching at their bound.
+    fn buffer_limit(&self) -> usize {
+        match *self {
+            Self::Batches { max, in_flight, .. } => (max * in_flight * 4).max(1_000),
+            Self::PerMessage { in_flight, .. } => in_flight,
+            Self::PerKey { in_flight, .. } => in_flight * 4,
+        }
+    }
+}
+
+fn nonzero(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
+}
+
+/// What a stage is: its name (consumer group, heartbeats), what it reads, how it runs.
 #[derive(Debug, Clone)]
-pub struct Job {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: Option<OwnedHeaders>,
-    /// 1 on the first delivery, 2 after one failure went through the retry tiers, …
-    pub attempt: u32,
+pub struct Stage {
+    pub role: String,
+    pub inputs: Vec<String>,
+    pub execution: Execution,
+    /// Transient failures retried in place (with the retry policy's delays) rather than
+    /// through the retry topics. Always so for [`Execution::PerKey`].
+    pub retry_in_place: bool,
 }
 
-impl Job {
-    /// Copies what the handler needs out of the client's buffer, once.
-    pub fn from_message(message: &BorrowedMessage<'_>) -> Self {
-        let headers = message.headers().map(BorrowedHeaders::detach);
-        let failures = header_i64(headers.as_ref(), header::FAILURES).unwrap_or(0);
+impl Stage {
+    pub fn new(role: &str, inputs: Vec<String>, execution: Execution) -> Self {
         Self {
-            topic: message.topic().to_string(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers,
-            attempt: u32::try_from(failures).unwrap_or(0).saturating_add(1),
+            role: role.to_string(),
+            retry_in_place: matches!(execution, Execution::PerKey { .. }),
+            inputs,
+            execution,
         }
     }
 
-    /// Decodes the payload as JSON of type `T`; anything else is a permanent failure.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
-        serde_json::from_slice(&self.payload)
-            .map_err(|e| HandlerError::permanent("decode", format!("undecodable message: {e}")))
-    }
-
-    pub fn envelope<P: DeserializeOwned>(&self) -> Result<Envelope<P>, HandlerError> {
-        self.decode()
+    /// For a stage that owns no retry topics: its rare transient failures wait in place.
+    pub fn retrying_in_place(mut self) -> Self {
+        self.retry_in_place = true;
+        self
     }
 }
 
-/// What a handler makes of one message.
-pub type Outcome = Result<Vec<Output>, HandlerError>;
-
-/// A stage's domain logic. Implement `handle`; override `handle_batch` when a batch is cheaper
-/// to handle as a whole (a multi-row insert, a batched prediction).
-pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, job: &Job) -> impl Future<Output = Outcome> + Send;
-
-    /// One outcome per job, in the same order.
-    fn handle_batch(&self, jobs: &[Job]) -> impl Future<Output = Vec<Outcome>> + Send {
-        join_all(jobs.iter().map(|job| self.handle(job)))
-    }
-}
-
-/// Everything a worker process shares between its stages, built once at start-up.
-pub struct StageContext {
-    pub kafka: KafkaConfig,
-    pub worker: WorkerConfig,
-    pub topics: Topics,
-    pub retry: RetryPolicy,
-    pub publisher: Publisher,
-    pub stats: Arc<WorkerStats>,
-}
-
-impl StageContext {
-    /// Reads the configuration from the environment, then as [`StageContext::new`].
-    pub async fn from_env(
-        worker: WorkerConfig,
-        shutdown: &CancellationToken,
-    ) -> Result<Arc<Self>, PipelineError> {
-        Self::new(
-            KafkaConfig::from_env()?,
-            RetryConfig::from_env()?,
-            worker,
-            shutdown,
-        )
-        .await
-    }
-
-    /// Makes sure every topic exists, waiting for the broker while it is not reachable yet
-    /// (containers start in any order).
-    pub async fn new(
-        kafka: KafkaConfig,
-        retry: RetryConfig,
-        worker: WorkerConfig,
-        shutdown: &CancellationToken,
-    ) -> Result<Arc<Self>, PipelineError> {
-        let topics = Topics::new(&kafka, &retry);
-        let mut pause = Duration::from_millis(200);
-        loop {
-            match topics::ensure_topics(&kafka, &topics).await {
-                Ok(()) => break,
-                Err(e) if e.is_retryable() && !shutdown.is_cancelled() => {
-                    tracing::warn!(error = %e, "broker not ready, retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Arc::new(Self {
-            publisher: Publisher::new(&kafka)?,
-            retry: RetryPolicy::new(retry),
-            stats: Arc::new(WorkerStats::default()),
-            kafka,
-            worker,
-            topics,
-        }))
-    }
-}
-
-/// Drops the bookkeeping of partitions taken away by a rebalance.
-struct TrackingContext {
-    tracker: Arc<Mutex<OffsetTracker>>,
-}
-
-impl ClientContext for TrackingContext {}
-
-impl ConsumerContext for TrackingContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            let mut tracker = self.tracker.lock().expect("offset tracker lock");
-            for p in partitions.elements() {
-                tracker.forget(p.topic(), p.partition());
-            }
-        }
-    }
-}
-
-type TrackedConsumer = StreamConsumer<TrackingContext>;
-
-/// Runs `handler` over `inputs` as consumer group `role` until `shutdown` fires; then stops
-/// taking messages, lets the batches in flight finish, commits and returns.
+/// Runs `handler` as `stage` until `shutdown` fires; then stops taking messages, lets the work
+/// in flight finish within the shutdown grace (abandoning the rest uncommitted), commits and
+/// returns. An error means the stage could not go on; the process should exit non-zero.
 pub async fn run_stage<H: Handler>(
     ctx: Arc<StageContext>,
-    role: &str,
-    inputs: &[String],
+    stage: Stage,
     handler: H,
     shutdown: CancellationToken,
 ) -> Result<(), PipelineError> {
-    let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
-    let consumer: Arc<TrackedConsumer> = Arc::new(
-        kafka::consumer_config(&ctx.kafka, &ctx.topics.group(role)).create_with_context(
-            TrackingContext {
-                tracker: tracker.clone(),
-            },
-        )?,
-    );
-    let input_refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    consumer.subscribe(&input_refs)?;
-    let heartbeat = HeartbeatTask::spawn(ctx.clone(), role);
-    tracing::info!(role, instance = %ctx.worker.instance_id, ?inputs, "stage started");
-
-    let handler = Arc::new(handler);
-    let slots = Arc::new(Semaphore::new(ctx.worker.batches_in_flight));
-    let mut batches = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-        };
-        let jobs = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            jobs = next_batch(&consumer, &ctx.worker) => jobs,
-        };
-        {
-            let mut tracker = tracker.lock().expect("offset tracker lock");
-            for job in &jobs {
-                tracker.begin(&job.topic, job.partition, job.offset);
-            }
-        }
-        ctx.stats.started(jobs.len());
-        batches.spawn(process_batch(
-            ctx.clone(),
-            handler.clone(),
-            consumer.clone(),
-            tracker.clone(),
-            jobs,
-            shutdown.clone(),
-            permit,
-        ));
-        while let Some(done) = batches.try_join_next() {
-            if let Err(e) = done {
-                tracing::error!(error = %e, "batch task failed");
-            }
-        }
+    let return_topic = ctx.topics.returns(&stage.role);
+    let mut subscribed = stage.inputs.clone();
+    if !stage.retry_in_place {
+        ensure_topics(&ctx.kafka, std::slice::from_ref(&return_topic)).await?;
+        subscribed.push(return_topic.clone());
     }
+    let public = ctx.topics.job_inputs();
+    let untrusted: Vec<String> = stage
+        .inputs
+        .iter()
+        .filter(|t| public.contains(t))
+        .cloned()
+        .collect();
+    let feed = Feed::subscribe(
+        &ctx.kafka,
+        &ctx.topics.group(&stage.role),
+        &subscribed,
+        &untrusted,
+        ctx.kafka.fetch_wait_max_ms,
+    )?;
+    let mut heartbeat = HeartbeatTask::spawn(ctx.clone(), &stage.role);
+    tracing::info!(role = %stage.role, instance = %ctx.worker.instance_id,
+        inputs = ?stage.inputs, execution = ?stage.execution, "stage started");
 
-    tracing::info!(
-        role,
-        in_flight = batches.len(),
-        "shutting down: finishing batches in flight"
-    );
-    while batches.join_next().await.is_some() {}
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(error = %e, "final commit had nothing to do or failed");
+    let shared = Arc::new(Shared {
+        ctx: ctx.clone(),
+        handler,
+        return_topic,
+        retry_in_place: stage.retry_in_place,
+        batched: matches!(stage.execution, Execution::Batches { .. }),
+        timeout: stage.execution.timeout(),
+        shutdown: shutdown.clone(),
+    });
+    let mut stage_loop = StageLoop::new(shared, stage.execution.clone(), feed);
+    let outcome = stage_loop.run(&mut heartbeat, &shutdown).await;
+    match &outcome {
+        Ok(()) => tracing::info!(role = %stage.role, in_flight = stage_loop.tasks.len(),
+            "shutting down: finishing work in flight"),
+        Err(e) => tracing::error!(role = %stage.role, error = %e, "stage stopping"),
     }
+    stage_loop.wind_down(ctx.worker.shutdown_grace).await;
     heartbeat.stop().await;
     ctx.publisher.flush(Duration::from_secs(5));
-    tracing::info!(role, "stage stopped");
-    Ok(())
+    tracing::info!(role = %stage.role, "stage stopped");
+    outcome
 }
 
-/// Waits for one message, then takes what else arrives within the batch window.
-async fn next_batch(consumer: &TrackedConsumer, worker: &WorkerConfig) -> Vec<Job> {
-    let mut jobs = Vec::with_capacity(worker.batch_max.min(1024));
-    loop {
-        match consumer.recv().await {
-            Ok(message) => {
-                jobs.push(Job::from_message(&message));
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "consume failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    let window = tokio::time::sleep(worker.batch_wait);
-    tokio::pin!(window);
-    while jobs.len() < worker.batch_max {
-        tokio::select! {
-            biased;
-            received = consumer.recv() => match received {
-                Ok(message) => jobs.push(Job::from_message(&message)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "consume failed");
-                    break;
-                }
-            },
-            _ = &mut window => break,
-        }
-    }
-    jobs
-}
-
-async fn process_batch<H: Handler>(
+/// What every unit of work needs, shared by the loop and its tasks.
+struct Shared<H> {
     ctx: Arc<StageContext>,
-    handler: Arc<H>,
-    consumer: Arc<TrackedConsumer>,
-    tracker: Arc<Mutex<OffsetTracker>>,
-    jobs: Vec<Job>,
+    handler: H,
+    return_topic: String,
+    retry_in_place: bool,
+    batched: bool,
+    timeout: Option<Duration>,
     shutdown: CancellationToken,
-    _slot: OwnedSemaphorePermit,
-) {
-    let outcomes = handler.handle_batch(&jobs).await;
-    debug_assert_eq!(outcomes.len(), jobs.len(), "one outcome per job");
-    let finished = join_all(
-        jobs.iter()
-            .zip(outcomes)
-            .map(|(job, outcome)| deliver(&ctx, job, outcome, &shutdown)),
-    )
-    .await;
+}
 
-    // Commit points only grow, so the last one reported per partition is the one to store.
-    let mut points = BTreeMap::new();
-    {
-        let mut tracker = tracker.lock().expect("offset tracker lock");
-        for (job, durable) in jobs.iter().zip(&finished) {
-            if *durable {
-                if let Some(next) = tracker.complete(&job.topic, job.partition, job.offset) {
+/// A received message and the ownership (generation) it was received under.
+struct Pending {
+    job: Job,
+    generation: u64,
+    received: Instant,
+}
+
+/// Messages of one key, in order: the topic and partition, then the key (none for keyless
+/// messages, which are ordered per partition).
+type KeyId = (String, i32, Option<Vec<u8>>);
+
+fn key_of(job: &Job) -> KeyId {
+    (job.topic.clone(), job.partition, job.key.clone())
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Delivery {
+    Done,
+    DeadLettered,
+    /// Not durable (shutdown came first): left uncommitted, delivered again later.
+    Abandoned,
+}
+
+impl Delivery {
+    fn finished(self) -> bool {
+        self != Self::Abandoned
+    }
+}
+
+/// A finished unit of work, handed back to the loop.
+struct Report {
+    jobs: Vec<Job>,
+    generations: Vec<u64>,
+    deliveries: Vec<Delivery>,
+    key: Option<KeyId>,
+    /// Why the stage must stop, if it must.
+    failure: Option<PipelineError>,
+}
+
+struct StageLoop<H> {
+    shared: Arc<Shared<H>>,
+    execution: Execution,
+    feed: Feed,
+    tracker: crate::offsets::OffsetTracker,
+    /// Received, waiting for a slot (batches and per-message modes).
+    waiting: VecDeque<Pending>,
+    /// Per-key mode: each key's waiting messages, the keys ready to go, the keys in flight.
+    keys: HashMap<KeyId, VecDeque<Pending>>,
+    ready: VecDeque<KeyId>,
+    busy: HashSet<KeyId>,
+    keyed: usize,
+    tasks: JoinSet<Report>,
+    limiter: Option<RateLimiter>,
+    /// When the rate limiter lets the next message start.
+    rate_wait: Option<Instant>,
+    guard: DeadLetterGuard,
+    /// The handler's `on_assigned` running; nothing is dispatched meanwhile.
+    assigning: Option<JoinHandle<Result<(), HandlerError>>>,
+    assignments: VecDeque<Vec<TopicPartition>>,
+}
+
+impl<H: Handler> StageLoop<H> {
+    fn new(shared: Arc<Shared<H>>, execution: Execution, feed: Feed) -> Self {
+        let worker = &shared.ctx.worker;
+        let guard = DeadLetterGuard::new(worker.dead_letter_window, worker.dead_letter_max_share);
+        let limiter = match execution {
+            Execution::PerMessage {
+                rate_per_sec: Some(rate),
+                ..
+            } => Some(RateLimiter::new(rate)),
+            _ => None,
+        };
+        Self {
+            shared,
+            execution,
+            feed,
+            tracker: Default::default(),
+            waiting: VecDeque::new(),
+            keys: HashMap::new(),
+            ready: VecDeque::new(),
+            busy: HashSet::new(),
+            keyed: 0,
+            tasks: JoinSet::new(),
+            limiter,
+            rate_wait: None,
+            guard,
+            assigning: None,
+            assignments: VecDeque::new(),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        heartbeat: &mut HeartbeatTask,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PipelineError> {
+        loop {
+            self.dispatch();
+            self.apply_backpressure();
+            let timer = self.next_timer();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                reason = heartbeat.failed() => return Err(PipelineError::Panicked(reason)),
+                assigned = assignment_done(&mut self.assigning) => self.assignment_finished(assigned)?,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done)?,
+                event = self.feed.next() => {
+                    self.on_event(event);
+                    // Take what else the client already holds, so batches fill in one go.
+                    for _ in 0..1_024 {
+                        match self.feed.next().now_or_never() {
+                            Some(event) => self.on_event(event),
+                            None => break,
+                        }
+                    }
+                }
+                _ = sleep_until(timer), if timer.is_some() => {}
+            }
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.waiting.len() + self.keyed
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Message(job) => {
+                let generation = self.tracker.begin(&job.topic, job.partition, job.offset);
+                let pending = Pending {
+                    job,
+                    generation,
+                    received: Instant::now(),
+                };
+                if matches!(self.execution, Execution::PerKey { .. }) {
+                    let key = key_of(&pending.job);
+                    let queue = self.keys.entry(key.clone()).or_default();
+                    if queue.is_empty() && !self.busy.contains(&key) {
+                        self.ready.push_back(key);
+                    }
+                    queue.push_back(pending);
+                    self.keyed += 1;
+                } else {
+                    self.waiting.push_back(pending);
+                }
+            }
+            Event::Revoked(revoked) => {
+                let gone: HashSet<(&str, i32)> = revoked
+                    .iter()
+                    .map(|p| (p.topic.as_str(), p.partition))
+                    .collect();
+                // Not stored: the partitions' next owner receives these again.
+                self.waiting
+                    .retain(|p| !gone.contains(&(p.job.topic.as_str(), p.job.partition)));
+                self.keys.retain(|(topic, partition, _), _| {
+                    !gone.contains(&(topic.as_str(), *partition))
+                });
+                self.ready
+                    .retain(|(topic, partition, _)| !gone.contains(&(topic.as_str(), *partition)));
+                self.keyed = self.keys.values().map(VecDeque::len).sum();
+                for p in &revoked {
+                    self.tracker.forget(&p.topic, p.partition);
+                }
+            }
+            Event::Assigned(assigned) => {
+                self.assignments.push_back(assigned);
+                self.start_assignment();
+            }
+        }
+    }
+
+    /// Runs the handler's `on_assigned` for the oldest assignment not checked yet, retrying
+    /// transient failures with backoff.
+    fn start_assignment(&mut self) {
+        if self.assigning.is_some() {
+            return;
+        }
+        let Some(partitions) = self.assignments.pop_front() else {
+            return;
+        };
+        let shared = self.shared.clone();
+        self.assigning = Some(tokio::spawn(async move {
+            let mut pause = Duration::from_millis(200);
+            loop {
+                match shared.handler.on_assigned(&partitions).await {
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(error = %e, ?pause, "checking assigned partitions failed, retrying");
+                        tokio::select! {
+                            _ = shared.shutdown.cancelled() => return Err(HandlerError::Interrupted),
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                    done => return done,
+                }
+            }
+        }));
+    }
+
+    fn assignment_finished(
+        &mut self,
+        done: Result<Result<(), HandlerError>, JoinError>,
+    ) -> Result<(), PipelineError> {
+        self.assigning = None;
+        match done {
+            Ok(Ok(())) | Ok(Err(HandlerError::Interrupted)) => {
+                self.start_assignment();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(PipelineError::Fatal {
+                class: e.class().unwrap_or(ErrorClass::Unavailable),
+                message: format!("checking assigned partitions: {}", e.message()),
+            }),
+            Err(e) => Err(PipelineError::Panicked(e.to_string())),
+        }
+    }
+
+    /// Starts as much waiting work as the mode allows.
+    fn dispatch(&mut self) {
+        if self.assigning.is_some() {
+            return;
+        }
+        let slots = self.execution.slots();
+        let now = Instant::now();
+        match self.execution {
+            Execution::Batches { max, wait, .. } => {
+                while self.tasks.len() < slots {
+                    let Some(first) = self.waiting.front() else {
+                        break;
+                    };
+                    if self.waiting.len() < max && first.received + wait > now {
+                        break;
+                    }
+                    let take = self.waiting.len().min(max);
+                    let unit: Vec<Pending> = self.waiting.drain(..take).collect();
+                    self.spawn(unit, None);
+                }
+            }
+            Execution::PerMessage { .. } => {
+                self.rate_wait = None;
+                while self.tasks.len() < slots && !self.waiting.is_empty() {
+                    if let Some(limiter) = &mut self.limiter {
+                        if let Err(at) = limiter.try_take(now) {
+                            self.rate_wait = Some(at);
+                            break;
+                        }
+                    }
+                    let pending = self.waiting.pop_front().expect("not empty");
+                    self.spawn(vec![pending], None);
+                }
+            }
+            Execution::PerKey { .. } => {
+                while self.tasks.len() < slots {
+                    let Some(key) = self.ready.pop_front() else {
+                        break;
+                    };
+                    let Some(pending) = self.keys.get_mut(&key).and_then(VecDeque::pop_front)
+                    else {
+                        continue;
+                    };
+                    self.keyed -= 1;
+                    self.busy.insert(key.clone());
+                    self.spawn(vec![pending], Some(key));
+                }
+            }
+        }
+        self.shared.ctx.stats.set_waiting(self.buffered());
+    }
+
+    fn spawn(&mut self, unit: Vec<Pending>, key: Option<KeyId>) {
+        self.shared.ctx.stats.started(unit.len());
+        let (jobs, generations) = unit.into_iter().map(|p| (p.job, p.generation)).unzip();
+        self.tasks
+            .spawn(run_unit(self.shared.clone(), jobs, generations, key));
+    }
+
+    /// When the loop must wake with no event: a batch window closing, a rate token coming.
+    fn next_timer(&self) -> Option<Instant> {
+        if self.assigning.is_some() || self.tasks.len() >= self.execution.slots() {
+            return None;
+        }
+        match self.execution {
+            Execution::Batches { wait, .. } => self.waiting.front().map(|p| p.received + wait),
+            Execution::PerMessage { .. } => self.rate_wait,
+            Execution::PerKey { .. } => None,
+        }
+    }
+
+    /// Pauses every partition while the stage holds all it may, resumes at half.
+    fn apply_backpressure(&mut self) {
+        let limit = self.execution.buffer_limit();
+        let buffered = self.buffered();
+        if buffered >= limit {
+            self.feed.set_saturated(true);
+        } else if buffered <= limit / 2 {
+            self.feed.set_saturated(false);
+        }
+    }
+
+    /// Takes a finished unit back: stores the offsets it made safe, frees its key.
+    fn finished(&mut self, done: Result<Report, JoinError>) -> Result<(), PipelineError> {
+        let report = match done {
+            Ok(report) => report,
+            Err(e) if e.is_panic() => return Err(PipelineError::Panicked(panic_text(e))),
+            // Aborted at the end of the shutdown grace: left uncommitted on purpose.
+            Err(_) => return Ok(()),
+        };
+        let mut points: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for ((job, generation), delivery) in report
+            .jobs
+            .iter()
+            .zip(&report.generations)
+            .zip(&report.deliveries)
+        {
+            if delivery.finished() {
+                if let Some(next) =
+                    self.tracker
+                        .complete(&job.topic, job.partition, job.offset, *generation)
+                {
+                    // Commit points only grow: the last one per partition is the one to store.
                     points.insert((job.topic.as_str(), job.partition), next);
                 }
             }
         }
-    }
-    if !points.is_empty() {
-        let mut commits = TopicPartitionList::new();
-        for ((topic, partition), next) in points {
-            let _ = commits.add_partition_offset(topic, partition, Offset::Offset(next));
+        self.feed
+            .store(points.into_iter().map(|((t, p), next)| (t, p, next)));
+        let durable = report.deliveries.iter().filter(|d| d.finished()).count();
+        self.shared.ctx.stats.finished(report.jobs.len(), durable);
+        if let Some(key) = report.key {
+            self.busy.remove(&key);
+            if self.keys.get(&key).is_some_and(|q| !q.is_empty()) {
+                self.ready.push_back(key);
+            } else {
+                self.keys.remove(&key);
+            }
         }
-        if let Err(e) = consumer.store_offsets(&commits) {
-            tracing::debug!(error = %e, "could not store offsets (partition revoked?)");
+        if let Some(failure) = report.failure {
+            return Err(failure);
         }
+        for delivery in &report.deliveries {
+            if delivery.finished() {
+                self.guard.record(*delivery == Delivery::DeadLettered)?;
+            }
+        }
+        Ok(())
     }
-    ctx.stats
-        .finished(jobs.len(), finished.iter().filter(|d| **d).count());
+
+    /// After the loop: nothing new starts; work in flight has `grace` to finish, then it is
+    /// abandoned uncommitted; what finished is committed.
+    async fn wind_down(&mut self, grace: Duration) {
+        self.waiting.clear();
+        self.keys.clear();
+        self.ready.clear();
+        self.keyed = 0;
+        let deadline = Instant::now() + grace;
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                Some(done) = self.tasks.join_next() => {
+                    if let Err(e) = self.finished(done) {
+                        tracing::error!(error = %e, "while shutting down");
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(abandoned = self.tasks.len(), ?grace,
+                        "shutdown grace over: abandoning work in flight, uncommitted");
+                    self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
+                }
+            }
+        }
+        if let Some(assigning) = self.assigning.take() {
+            assigning.abort();
+        }
+        self.feed.commit();
+    }
 }
 
-/// Publishes what one job produced, or where its failure goes. True once all of it is durable.
-async fn deliver(
-    ctx: &StageContext,
+async fn assignment_done(
+    slot: &mut Option<JoinHandle<Result<(), HandlerError>>>,
+) -> Result<Result<(), HandlerError>, JoinError> {
+    match slot {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn panic_text(e: JoinError) -> String {
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a handler panicked".into())
+}
+
+/// Handles one unit (a batch, or one message), then publishes what became of each message.
+async fn run_unit<H: Handler>(
+    shared: Arc<Shared<H>>,
+    mut jobs: Vec<Job>,
+    generations: Vec<u64>,
+    key: Option<KeyId>,
+) -> Report {
+    let mut outcomes = if shared.batched {
+        let cx = Cx::new(shared.shutdown.clone(), None);
+        let outcomes = shared.handler.handle_batch(&jobs, &cx).await;
+        if outcomes.len() != jobs.len() {
+            let failure = PipelineError::BrokenContract(format!(
+                "handle_batch returned {} outcomes for {} messages",
+                outcomes.len(),
+                jobs.len()
+            ));
+            return Report {
+                deliveries: vec![Delivery::Abandoned; jobs.len()],
+                jobs,
+                generations,
+                key,
+                failure: Some(failure),
+            };
+        }
+        outcomes
+    } else {
+        let mut outcomes = Vec::with_capacity(1);
+        for job in &jobs {
+            outcomes.push(attempt(&shared, job).await);
+        }
+        outcomes
+    };
+    if shared.retry_in_place {
+        for (job, outcome) in jobs.iter_mut().zip(outcomes.iter_mut()) {
+            retry_in_place(&shared, job, outcome).await;
+        }
+    }
+    let delivered = join_all(
+        jobs.iter()
+            .zip(outcomes)
+            .map(|(job, outcome)| deliver(&shared, job, outcome)),
+    )
+    .await;
+    let mut failure = None;
+    let deliveries = delivered
+        .into_iter()
+        .map(|d| {
+            d.unwrap_or_else(|e| {
+                failure.get_or_insert(e);
+                Delivery::Abandoned
+            })
+        })
+        .collect();
+    Report {
+        jobs,
+        generations,
+        deliveries,
+        key,
+        failure,
+    }
+}
+
+/// One call of the handler for one message, within the stage's timeout.
+async fn attempt<H: Handler>(shared: &Shared<H>, job: &Job) -> Outcome {
+    let cx = Cx::new(shared.shutdown.clone(), shared.timeout);
+    match shared.timeout {
+        None => shared.handler.handle(job, &cx).await,
+        Some(limit) => tokio::time::timeout(limit, shared.handler.handle(job, &cx))
+            .await
+            .unwrap_or_else(|_| {
+                Err(HandlerError::transient(
+                    ErrorClass::Timeout,
+                    format!("no outcome within {limit:?}"),
+                ))
+            }),
+    }
+}
+
+/// Retries a transient failure in place, with the retry policy's delays (or longer, when the
+/// dependency asked), until it passes or its attempts are spent; the message's key waits.
+async fn retry_in_place<H: Handler>(shared: &Shared<H>, job: &mut Job, outcome: &mut Outcome) {
+    let policy = &shared.ctx.retry;
+    loop {
+        let delay = match outcome {
+            Err(e) if e.is_retryable() && job.attempt < policy.max_attempts() => policy
+                .delay_for(job.attempt)
+                .max(e.earliest_retry().unwrap_or_default()),
+            _ => return,
+        };
+        tracing::warn!(topic = %job.topic, partition = job.partition, offset = job.offset,
+            attempt = job.attempt, ?delay, error = ?outcome.as_ref().err(), "retrying in place");
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => {
+                *outcome = Err(HandlerError::Interrupted);
+                return;
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+        job.attempt += 1;
+        *outcome = attempt(shared, job).await;
+    }
+}
+
+/// Publishes what one message produced, or where its failure goes. An output the broker can
+/// never accept sends the message to the dead letters instead.
+async fn deliver<H: Handler>(
+    shared: &Shared<H>,
     job: &Job,
     outcome: Outcome,
-    shutdown: &CancellationToken,
-) -> bool {
-    let outputs = match outcome {
-        Ok(outputs) => outputs,
-        Err(HandlerError::Interrupted) => return false,
+) -> Result<Delivery, PipelineError> {
+    let ctx = &shared.ctx;
+    let (outputs, dead) = match outcome {
+        Ok(outputs) => (outputs, false),
+        Err(HandlerError::Interrupted) => return Ok(Delivery::Abandoned),
+        Err(HandlerError::Fatal { class, message }) => {
+            return Err(PipelineError::Fatal { class, message })
+        }
         Err(error) => {
-            let next = ctx.retry.route_failure(&ctx.topics, job, &error);
-            tracing::warn!(
-                topic = %job.topic, partition = job.partition, offset = job.offset,
-                attempt = job.attempt, to = %next.topic, %error, "message failed"
-            );
-            vec![next]
+            let next = ctx
+                .retry
+                .route_failure(&ctx.topics, &shared.return_topic, job, &error);
+            let dead = next.topic == ctx.topics.dead_letters();
+            tracing::warn!(topic = %job.topic, partition = job.partition, offset = job.offset,
+                attempt = job.attempt, to = %next.topic, %error, "message failed");
+            (vec![next], dead)
         }
     };
-    join_all(outputs.iter().map(|o| ctx.publisher.publish(o, shutdown)))
-        .await
-        .iter()
-        .all(Result::is_ok)
+    let published = join_all(
+        outputs
+            .iter()
+            .map(|o| ctx.publisher.publish(o, &shared.shutdown)),
+    )
+    .await;
+    let mut undeliverable = None;
+    for result in published {
+        match result {
+            Ok(()) => {}
+            Err(PublishError::Interrupted) => return Ok(Delivery::Abandoned),
+            Err(e) => undeliverable = Some(e),
+        }
+    }
+    let Some(refused) = undeliverable else {
+        return Ok(if dead {
+            Delivery::DeadLettered
+        } else {
+            Delivery::Done
+        });
+    };
+    tracing::warn!(topic = %job.topic, partition = job.partition, offset = job.offset,
+        error = %refused, "an output can never be published; dead-lettering the message");
+    let error = HandlerError::permanent(ErrorClass::Undeliverable, &refused);
+    let letter = ctx
+        .retry
+        .route_failure(&ctx.topics, &shared.return_topic, job, &error);
+    Ok(
+        if publish_dead_letter(&ctx.publisher, &letter, &shared.shutdown).await? {
+            Delivery::DeadLettered
+        } else {
+            Delivery::Abandoned
+        },
+    )
 }

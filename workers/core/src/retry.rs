@@ -14,15 +14,20 @@ use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use sluice_messages::{header, Topics};
+
 use crate::config::RetryConfig;
-use crate::envelope::{header, header_i64, header_str, rewrite_headers};
-use crate::error::HandlerError;
-use crate::kafka::Output;
-use crate::pipeline::Job;
-use crate::topics::Topics;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ErrorClass, HandlerError, PipelineError};
+use crate::headers::{header_i64, header_str, rewrite_headers};
+use crate::job::Job;
+use crate::kafka::{Output, PublishError, Publisher};
 
 /// Longest error text kept in a header; the rest is cut.
 const MAX_ERROR_LEN: usize = 2_000;
+/// What is kept of a dead letter's payload when the whole was too large for the broker.
+pub const TRUNCATED_PAYLOAD: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -63,22 +68,24 @@ impl RetryPolicy {
             .unwrap_or(tiers.len() - 1)
     }
 
-    /// Turns a failed message into its next hop: a retry tier, or the dead-letter topic.
-    pub fn route_failure(&self, topics: &Topics, job: &Job, error: &HandlerError) -> Output {
+    /// Turns a failed message into its next hop: a retry tier, due back at `return_topic` (the
+    /// failing stage's returns topic), or the dead-letter topic.
+    pub fn route_failure(
+        &self,
+        topics: &Topics,
+        return_topic: &str,
+        job: &Job,
+        error: &HandlerError,
+    ) -> Output {
         let headers = job.headers.as_ref();
         let failures = job.attempt;
         let now_ms = Utc::now().timestamp_millis();
         let mut message = error.message();
-        if message.len() > MAX_ERROR_LEN {
-            let cut = (0..=MAX_ERROR_LEN)
-                .rev()
-                .find(|i| message.is_char_boundary(*i))
-                .unwrap_or(0);
-            message.truncate(cut);
-        }
+        truncate_at_char(&mut message, MAX_ERROR_LEN);
+        let class = error.class().map_or("interrupted", ErrorClass::as_str);
         let mut add = vec![
             (header::FAILURES, failures.to_string()),
-            (header::ERROR_CLASS, error.class().to_string()),
+            (header::ERROR_CLASS, class.to_string()),
             (header::ERROR, message),
             (
                 header::ORIGINAL_TOPIC,
@@ -106,10 +113,12 @@ impl RetryPolicy {
             ),
         ];
         let topic = if error.is_retryable() && failures < self.config.max_attempts {
-            let tier = self.tier_for(self.delay_for(failures));
-            let (topic, tier_delay) = &topics.retry_tiers[tier];
-            let due_ms = now_ms + tier_delay.as_millis() as i64;
-            add.push((header::DUE_MS, due_ms.to_string()));
+            let (topic, tier_delay) = self.tier_after(topics, failures, error.earliest_retry());
+            add.push((
+                header::DUE_MS,
+                (now_ms + tier_delay.as_millis() as i64).to_string(),
+            ));
+            add.push((header::RETURN_TOPIC, return_topic.to_string()));
             topic.clone()
         } else {
             if let Some(id) = job_id_of(&job.payload) {
@@ -123,6 +132,75 @@ impl RetryPolicy {
             payload: job.payload.clone(),
             headers: Some(rewrite_headers(headers, &header::PER_FAILURE, &add)),
         }
+    }
+
+    /// The retry tier for the `failures`-th failure: the policy's delay, or the delay a
+    /// dependency asked for when that is longer (capped by the longest tier).
+    fn tier_after<'t>(
+        &self,
+        topics: &'t Topics,
+        failures: u32,
+        asked: Option<Duration>,
+    ) -> &'t (String, Duration) {
+        let delay = self.delay_for(failures).max(asked.unwrap_or_default());
+        &topics.retry_tiers[self.tier_for(delay)]
+    }
+
+    /// Attempts in all before a message is dead-lettered.
+    pub fn max_attempts(&self) -> u32 {
+        self.config.max_attempts
+    }
+}
+
+/// `dead_letter` with its payload cut to [`TRUNCATED_PAYLOAD`] bytes, for when the broker
+/// refused it as too large; the original size is kept in a header.
+fn truncated(dead_letter: &Output) -> Output {
+    let original = dead_letter.payload.len();
+    let mut payload = dead_letter.payload.clone();
+    payload.truncate(TRUNCATED_PAYLOAD);
+    Output {
+        topic: dead_letter.topic.clone(),
+        key: dead_letter.key.clone(),
+        payload,
+        headers: Some(rewrite_headers(
+            dead_letter.headers.as_ref(),
+            &[],
+            &[(header::TRUNCATED_FROM, original.to_string())],
+        )),
+    }
+}
+
+/// Publishes a dead letter, cut to [`TRUNCATED_PAYLOAD`] if the broker finds it too large.
+/// False when shutdown came first; an error when the dead letters refuse it anyway, since
+/// then nothing can be parked and the stage must stop.
+pub async fn publish_dead_letter(
+    publisher: &Publisher,
+    letter: &Output,
+    shutdown: &CancellationToken,
+) -> Result<bool, PipelineError> {
+    let refused = match publisher.publish(letter, shutdown).await {
+        Ok(()) => return Ok(true),
+        Err(PublishError::Interrupted) => return Ok(false),
+        Err(e) if e.too_large() => match publisher.publish(&truncated(letter), shutdown).await {
+            Ok(()) => return Ok(true),
+            Err(PublishError::Interrupted) => return Ok(false),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    Err(PipelineError::Fatal {
+        class: ErrorClass::Undeliverable,
+        message: format!("the dead-letter topic refuses messages: {refused}"),
+    })
+}
+
+fn truncate_at_char(text: &mut String, max: usize) {
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
     }
 }
 
@@ -176,6 +254,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_retry_after_longer_than_the_policy_picks_a_longer_tier() {
+        let p = policy(0.0);
+        let topics = Topics::new("p", &p.config.tiers);
+        assert_eq!(p.tier_after(&topics, 1, None).0, "p.retry.1s");
+        assert_eq!(
+            p.tier_after(&topics, 1, Some(Duration::from_secs(20))).0,
+            "p.retry.30s"
+        );
+        assert_eq!(
+            p.tier_after(&topics, 1, Some(Duration::from_secs(9_999))).0,
+            "p.retry.10m"
+        );
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! What a worker process shares between its stages, built once at start-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_messages::Topics;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{KafkaConfig, RetryConfig, WorkerConfig};
+use crate::error::PipelineError;
+use crate::kafka::Publisher;
+use crate::retry::RetryPolicy;
+use crate::stats::WorkerStats;
+use crate::topics;
+
+pub struct StageContext {
+    pub kafka: KafkaConfig,
+    pub worker: WorkerConfig,
+    pub topics: Topics,
+    pub retry: RetryPolicy,
+    pub publisher: Publisher,
+    pub stats: Arc<WorkerStats>,
+}
+
+impl StageContext {
+    /// Reads the configuration from the environment, then as [`StageContext::new`].
+    pub async fn from_env(
+        worker: WorkerConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Arc<Self>, PipelineError> {
+        Self::new(
+            KafkaConfig::from_env()?,
+            RetryConfig::from_env()?,
+            worker,
+            shutdown,
+        )
+        .await
+    }
+
+    /// Makes sure every shared topic exists, waiting for the broker while it is not reachable
+    /// yet (containers start in any order).
+    pub async fn new(
+        kafka: KafkaConfig,
+        retry: RetryConfig,
+        worker: WorkerConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Arc<Self>, PipelineError> {
+        worker.validate()?;
+        let topics = Topics::new(&kafka.topic_prefix, &retry.tiers);
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match topics::ensure_topics(&kafka, &topics.all()).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() && !shutdown.is_cancelled() => {
+                    tracing::warn!(error = %e, "broker not ready, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Arc::new(Self {
+            publisher: Publisher::new(&kafka)?,
+            retry: RetryPolicy::new(retry),
+            stats: Arc::new(WorkerStats::default()),
+            kafka,
+            worker,
+            topics,
+        }))
+    }
+}

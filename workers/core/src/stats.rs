@@ -1,0 +1,102 @@
+//! Counters a stage updates as it works, read by the heartbeat: how much is in flight and
+//! waiting, how much is done, and when work last finished, which tells busy from stalled.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sluice_messages::heartbeat::WorkerState;
+
+#[derive(Debug)]
+pub struct WorkerStats {
+    started: Instant,
+    in_flight: AtomicU64,
+    /// Received, not handed to the handler yet.
+    waiting: AtomicU64,
+    processed: AtomicU64,
+    /// Milliseconds after `started` when work last finished (or the stage became idle).
+    last_progress_ms: AtomicU64,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+            last_progress_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl WorkerStats {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn started(&self, messages: usize) {
+        if self.in_flight.fetch_add(messages as u64, Ordering::Relaxed) == 0 {
+            // Idle until now: the stall clock starts with this work, not with the last finish.
+            self.last_progress_ms
+                .store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// `messages` left flight; `durable` of them were fully handled.
+    pub fn finished(&self, messages: usize, durable: usize) {
+        self.in_flight.fetch_sub(messages as u64, Ordering::Relaxed);
+        self.processed.fetch_add(durable as u64, Ordering::Relaxed);
+        self.last_progress_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// How many received messages wait for a slot.
+    pub fn set_waiting(&self, messages: usize) {
+        self.waiting.store(messages as u64, Ordering::Relaxed);
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn processed(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+    }
+
+    /// Idle with nothing to do, busy while work finishes, stalled when work is there and
+    /// nothing has finished for `stall_after`.
+    pub fn state(&self, stall_after: Duration) -> WorkerState {
+        let pending = self.in_flight() + self.waiting.load(Ordering::Relaxed);
+        if pending == 0 {
+            return WorkerState::Idle;
+        }
+        let since = self
+            .now_ms()
+            .saturating_sub(self.last_progress_ms.load(Ordering::Relaxed));
+        if Duration::from_millis(since) >= stall_after {
+            WorkerState::Stalled
+        } else {
+            WorkerState::Busy
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_without_progress_is_reported_stalled() {
+        let stats = WorkerStats::default();
+        let limit = Duration::from_millis(30);
+        assert_eq!(stats.state(limit), WorkerState::Idle);
+        stats.started(1);
+        assert_eq!(stats.state(limit), WorkerState::Busy);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(stats.state(limit), WorkerState::Stalled);
+        stats.finished(1, 1);
+        assert_eq!(stats.state(limit), WorkerState::Idle);
+        stats.set_waiting(3);
+        assert_eq!(stats.state(limit), WorkerState::Busy);
+    }
+}

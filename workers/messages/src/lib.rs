@@ -1,0 +1,19 @@
+//! The messages sluice's stages exchange, shared by the workers, the persister and the `sluice`
+//! program, so that none of them depends on another's crate.
+//!
+//! # Layout
+//! - [`envelope`]: the job envelope every producer publishes, and the result every worker
+//!   publishes for the persister.
+//! - [`header`]: names of the retry and dead-letter metadata that travels in Kafka headers.
+//! - [`topics`]: every topic and consumer-group name, under one prefix.
+//! - [`heartbeat`]: the liveness message of every service.
+//! - [`compute`]: the calculator's requests, answers and sum_squares parts (seed 002).
+
+pub mod compute;
+pub mod envelope;
+pub mod header;
+pub mod heartbeat;
+pub mod topics;
+
+pub use envelope::{Envelope, JobResult};
+pub use topics::Topics;

@@ -1,0 +1,117 @@
+//! Every topic and consumer-group name, under one prefix, so that several pipelines (or tests)
+//! share a broker.
+
+use std::time::Duration;
+
+/// The names of sluice's topics.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    prefix: String,
+    /// Retry topics, in ascending delay order, with their delay.
+    pub retry_tiers: Vec<(String, Duration)>,
+}
+
+impl Topics {
+    /// `tiers` are the retry delays with their labels, e.g. `("5s", 5 s)` → `<prefix>.retry.5s`.
+    pub fn new(prefix: &str, tiers: &[(String, Duration)]) -> Self {
+        let retry_tiers = tiers
+            .iter()
+            .map(|(label, delay)| (format!("{prefix}.retry.{label}"), *delay))
+            .collect();
+        Self {
+            prefix: prefix.to_string(),
+            retry_tiers,
+        }
+    }
+
+    fn name(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.prefix)
+    }
+
+    /// Compute jobs: add, sub, mul, div, sum_squares.
+    pub fn compute_jobs(&self) -> String {
+        self.name("compute.jobs")
+    }
+
+    /// One message per range of a split sum_squares job.
+    pub fn compute_parts(&self) -> String {
+        self.name("compute.parts")
+    }
+
+    /// Finished jobs, for the persister.
+    pub fn results(&self) -> String {
+        self.name("results")
+    }
+
+    /// Finished sum_squares parts, for the persister, which assembles the job.
+    pub fn part_results(&self) -> String {
+        self.name("compute.part-results")
+    }
+
+    pub fn dead_letters(&self) -> String {
+        self.name("dead-letters")
+    }
+
+    pub fn heartbeats(&self) -> String {
+        self.name("heartbeats")
+    }
+
+    /// Where the retry service sends a stage's retried messages back once they are due. Only
+    /// sluice writes here, so the stage trusts the retry headers it finds on this topic alone.
+    pub fn returns(&self, role: &str) -> String {
+        self.name(&format!("returns.{role}"))
+    }
+
+    /// Whether `topic` is some stage's returns topic: the only place the retry service sends to.
+    pub fn is_returns(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(&self.name("returns."))
+            .is_some_and(|role| {
+                !role.is_empty()
+                    && role
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    }
+
+    /// The topics producers publish work to, and so the only ones a dead letter may be replayed
+    /// to.
+    pub fn job_inputs(&self) -> Vec<String> {
+        vec![self.compute_jobs(), self.compute_parts()]
+    }
+
+    /// The consumer group of a service, under the same prefix as the topics.
+    pub fn group(&self, role: &str) -> String {
+        self.name(&format!("group.{role}"))
+    }
+
+    /// Every topic the services share (each stage creates its own returns topic).
+    pub fn all(&self) -> Vec<String> {
+        let mut all = self.job_inputs();
+        all.extend([
+            self.results(),
+            self.part_results(),
+            self.dead_letters(),
+            self.heartbeats(),
+        ]);
+        all.extend(self.retry_tiers.iter().map(|(name, _)| name.clone()));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returns_topics_are_recognised_by_name() {
+        let topics = Topics::new("p", &[("1s".into(), Duration::from_secs(1))]);
+        assert_eq!(topics.returns("compute"), "p.returns.compute");
+        assert!(topics.is_returns("p.returns.compute"));
+        assert!(!topics.is_returns("p.returns."));
+        assert!(!topics.is_returns("p.compute.jobs"));
+        assert!(!topics.is_returns("q.returns.compute"));
+        assert!(!topics.is_returns("p.returns.a.b"));
+        assert_eq!(topics.retry_tiers[0].0, "p.retry.1s");
+    }
+}
