@@ -1,265 +1,275 @@
-//! The retry service: consumes the delay-tier retry topics and sends every message back to the
-//! topic it failed on once it is due.
+//! The retry service: consumes the delay-tier retry topics and sends every message back to its
+//! stage's returns topic once it is due.
 //!
 //! It never sleeps per message. Messages of a tier partition fall due in the order they were
-//! published (see `sluice_core::retry`), so the service holds the partition's head message in
-//! memory and pauses the partition until that head is due; one timer, set to the earliest head
-//! across all partitions, wakes it. Other partitions and tiers keep flowing meanwhile, so a
-//! message due soon never waits behind one due later. Offsets are stored only after the broker
-//! acknowledged the re-published message.
+//! published (see `sluice_core::retry`), so the service holds a partition's messages in memory
+//! and pauses the partition while its head is not due; one timer, set to the earliest head
+//! across all partitions, wakes it. Other partitions and tiers keep flowing meanwhile.
+//!
+//! It reads through the core's [`Feed`], which hands rebalances out in order with messages: a
+//! revoke drops exactly the messages held under the old assignment, never one received after
+//! the partition came back. A due time is never later than the tier's delay after the message
+//! was received here, whatever its header says, and a message only ever goes back to a
+//! returns topic. Offsets are stored only after the broker acknowledged the re-published
+//! message (or its dead letter).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
 use futures::FutureExt;
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::{Offset, TopicPartitionList};
 use sluice_core::config::WorkerConfig;
-use sluice_core::envelope::{header, header_i64, header_str, rewrite_headers};
+use sluice_core::consumer::{Event, Feed};
+use sluice_core::headers::{header_i64, header_str, rewrite_headers};
 use sluice_core::heartbeat::HeartbeatTask;
-use sluice_core::pipeline::Job;
-use sluice_core::{kafka, HandlerError, Output, StageContext};
+use sluice_core::retry::publish_dead_letter;
+use sluice_core::{
+    ErrorClass, HandlerError, Job, Output, PipelineError, PublishError, StageContext,
+    TopicPartition,
+};
+use sluice_messages::header;
 use tokio_util::sync::CancellationToken;
 
 pub const ROLE: &str = "retry";
 
-const RETRY_FETCH_WAIT_MS: &str = "250";
-
 /// Most messages taken from the client per wake-up.
 const MAX_DRAIN: usize = 512;
 
-type Partition = (String, i32);
-
-/// Partitions assigned or revoked by rebalances, applied by the main loop between receives.
-#[derive(Default)]
-struct Rebalances {
-    revoked: Vec<Partition>,
-    assigned: Vec<Partition>,
-}
-
-struct RetryContext {
-    rebalances: Arc<Mutex<Rebalances>>,
-}
-
-impl ClientContext for RetryContext {}
-
-impl ConsumerContext for RetryContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut changes = self.rebalances.lock().expect("rebalance lock");
-        match rebalance {
-            Rebalance::Revoke(tpl) => changes.revoked.extend(partitions(tpl)),
-            Rebalance::Assign(tpl) => changes.assigned.extend(partitions(tpl)),
-            Rebalance::Error(_) => {}
-        }
-    }
-}
-
-fn partitions(tpl: &TopicPartitionList) -> impl Iterator<Item = Partition> + '_ {
-    tpl.elements()
-        .into_iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
-}
-
-fn due_ms(job: &Job) -> i64 {
-    header_i64(job.headers.as_ref(), header::DUE_MS).unwrap_or(0)
-}
-
-fn single(partition: &Partition) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&partition.0, partition.1);
-    tpl
+/// A message waiting for its due time.
+struct Held {
+    job: Job,
+    due_ms: i64,
 }
 
 struct RetryService {
     ctx: Arc<StageContext>,
-    consumer: StreamConsumer<RetryContext>,
-    rebalances: Arc<Mutex<Rebalances>>,
+    feed: Feed,
+    /// Delay of each tier topic.
+    tiers: HashMap<String, Duration>,
     /// Messages received but not yet due, per partition, in offset order.
-    held: HashMap<Partition, VecDeque<Job>>,
-    paused: HashSet<Partition>,
+    held: HashMap<TopicPartition, VecDeque<Held>>,
+}
+
+/// What happened to one due message.
+enum Sent {
+    Back,
+    DeadLettered,
+    Interrupted,
 }
 
 impl RetryService {
-    fn apply_rebalances(&mut self) {
-        let changes = std::mem::take(&mut *self.rebalances.lock().expect("rebalance lock"));
-        for partition in changes.revoked {
-            // Not stored, so the partition's next owner receives these again.
-            self.held.remove(&partition);
-            self.paused.remove(&partition);
-        }
-        for partition in changes.assigned {
-            let _ = self.consumer.resume(&single(&partition));
+    /// When `job` may go back: its header's due time, but never later than the tier's delay
+    /// after now (a producer's clock or a forged header cannot park a message for longer).
+    fn due_ms(&self, job: &Job) -> i64 {
+        let now = Utc::now().timestamp_millis();
+        let latest = now
+            + self
+                .tiers
+                .get(&job.topic)
+                .map_or(0, |d| d.as_millis() as i64);
+        header_i64(job.headers.as_ref(), header::DUE_MS)
+            .unwrap_or(now)
+            .min(latest)
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Message(job) => {
+                let due_ms = self.due_ms(&job);
+                self.held
+                    .entry(job.topic_partition())
+                    .or_default()
+                    .push_back(Held { job, due_ms });
+            }
+            Event::Revoked(partitions) => {
+                for partition in partitions {
+                    // Not stored, so the partition's next owner receives these again.
+                    self.held.remove(&partition);
+                }
+            }
+            Event::Assigned(_) => {}
         }
     }
 
     fn earliest_due(&self) -> Option<i64> {
         self.held
             .values()
-            .filter_map(|q| q.front().map(due_ms))
+            .filter_map(|q| q.front().map(|h| h.due_ms))
             .min()
     }
 
-    fn hold(&mut self, job: Job) {
-        let partition = (job.topic.clone(), job.partition);
-        self.ctx.stats.started(1);
-        self.held.entry(partition).or_default().push_back(job);
-    }
-
-    /// The way back for a held message: its original topic, or the dead letters when it lost
-    /// track of it.
-    fn way_back(&self, job: &Job) -> Output {
-        match header_str(job.headers.as_ref(), header::ORIGINAL_TOPIC) {
-            Some(topic) => Output {
+    /// The way back for a held message: its stage's returns topic, or the dead letters when it
+    /// names none (or names a topic that is not a returns topic).
+    fn way_back(&self, job: &Job) -> Result<Output, Output> {
+        let topics = &self.ctx.topics;
+        match header_str(job.headers.as_ref(), header::RETURN_TOPIC) {
+            Some(topic) if topics.is_returns(topic) => Ok(Output {
                 topic: topic.to_string(),
                 key: job.key.clone(),
                 payload: job.payload.clone(),
                 headers: Some(rewrite_headers(
                     job.headers.as_ref(),
-                    &[header::DUE_MS],
+                    &[header::DUE_MS, header::RETURN_TOPIC],
                     &[],
                 )),
-            },
-            None => self.ctx.retry.route_failure(
-                &self.ctx.topics,
-                job,
-                &HandlerError::permanent("retry", "retry message without an original topic"),
-            ),
+            }),
+            other => {
+                let shown: String = other.unwrap_or("none").chars().take(200).collect();
+                let error = HandlerError::permanent(
+                    ErrorClass::Misrouted,
+                    format!("retried message with no way back (return topic: {shown})"),
+                );
+                Err(self.dead_letter(job, &error))
+            }
         }
     }
 
-    /// Sends back every due message, pauses partitions whose head is not due, resumes those
+    fn dead_letter(&self, job: &Job, error: &HandlerError) -> Output {
+        // Permanent errors always route to the dead letters; the return topic is not used.
+        self.ctx
+            .retry
+            .route_failure(&self.ctx.topics, "", job, error)
+    }
+
+    /// Sends one due message back (or to the dead letters if it cannot go back).
+    async fn send(&self, job: &Job, shutdown: &CancellationToken) -> Result<Sent, PipelineError> {
+        let letter = match self.way_back(job) {
+            Ok(back) => match self.ctx.publisher.publish(&back, shutdown).await {
+                Ok(()) => return Ok(Sent::Back),
+                Err(PublishError::Interrupted) => return Ok(Sent::Interrupted),
+                Err(refused) => {
+                    tracing::warn!(topic = %job.topic, offset = job.offset, error = %refused,
+                        "a retried message can never go back; dead-lettering it");
+                    let error = HandlerError::permanent(ErrorClass::Undeliverable, refused);
+                    self.dead_letter(job, &error)
+                }
+            },
+            Err(letter) => letter,
+        };
+        Ok(
+            if publish_dead_letter(&self.ctx.publisher, &letter, shutdown).await? {
+                Sent::DeadLettered
+            } else {
+                Sent::Interrupted
+            },
+        )
+    }
+
+    /// Sends back every due message, holds partitions whose head is not due, releases those
     /// emptied. Returns false if shutdown interrupted it.
-    async fn release_due(&mut self, shutdown: &CancellationToken) -> bool {
+    async fn release_due(&mut self, shutdown: &CancellationToken) -> Result<bool, PipelineError> {
         let now = Utc::now().timestamp_millis();
-        let partitions: Vec<Partition> = self.held.keys().cloned().collect();
+        let partitions: Vec<TopicPartition> = self.held.keys().cloned().collect();
         for partition in partitions {
-            let Some(queue) = self.held.get(&partition) else {
-                continue;
-            };
-            let due: Vec<Output> = queue
+            let due = self.held[&partition]
                 .iter()
-                .take_while(|job| due_ms(job) <= now)
-                .map(|job| self.way_back(job))
-                .collect();
-            if !due.is_empty() {
+                .take_while(|h| h.due_ms <= now)
+                .count();
+            if due > 0 {
+                // Only sending counts as work in flight: a message waiting for its due time
+                // is not work the service is stuck on.
+                self.ctx.stats.started(due);
+                let queue = &self.held[&partition];
                 let sent =
-                    join_all(due.iter().map(|o| self.ctx.publisher.publish(o, shutdown))).await;
-                if sent.iter().any(Result::is_err) {
-                    return false;
+                    join_all(queue.iter().take(due).map(|h| self.send(&h.job, shutdown))).await;
+                let mut interrupted = false;
+                for outcome in sent {
+                    if matches!(outcome?, Sent::Interrupted) {
+                        interrupted = true;
+                    }
+                }
+                if interrupted {
+                    self.ctx.stats.finished(due, 0);
+                    return Ok(false);
                 }
                 let queue = self.held.get_mut(&partition).expect("partition still held");
                 let last = queue
-                    .drain(..due.len())
+                    .drain(..due)
                     .next_back()
                     .expect("at least one released");
-                self.ctx.stats.finished(due.len(), due.len());
-                let mut next = TopicPartitionList::new();
-                let _ = next.add_partition_offset(
-                    &partition.0,
-                    partition.1,
-                    Offset::Offset(last.offset + 1),
-                );
-                if let Err(e) = self.consumer.store_offsets(&next) {
-                    tracing::debug!(error = %e, "could not store offset (partition revoked?)");
-                }
+                self.ctx.stats.finished(due, due);
+                self.feed.store([(
+                    partition.topic.as_str(),
+                    partition.partition,
+                    last.job.offset + 1,
+                )]);
             }
-            let empty = self.held.get(&partition).is_none_or(VecDeque::is_empty);
-            if empty {
+            if self.held[&partition].is_empty() {
                 self.held.remove(&partition);
-                if self.paused.remove(&partition) {
-                    let _ = self.consumer.resume(&single(&partition));
-                }
-            } else if self.paused.insert(partition.clone()) {
-                if let Err(e) = self.consumer.pause(&single(&partition)) {
-                    tracing::warn!(error = %e, ?partition, "could not pause");
-                    self.paused.remove(&partition);
-                }
+                self.feed.release(&partition);
+            } else {
+                self.feed.hold(&partition);
             }
         }
-        true
+        Ok(true)
     }
 
-    async fn run(mut self, shutdown: CancellationToken) {
+    async fn run(
+        &mut self,
+        heartbeat: &mut HeartbeatTask,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PipelineError> {
         loop {
-            self.apply_rebalances();
             let wait = self.earliest_due().map(|due| {
                 let ms = (due - Utc::now().timestamp_millis()).max(0);
                 Duration::from_millis(ms as u64)
             });
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return Ok(()),
+                reason = heartbeat.failed() => return Err(PipelineError::Panicked(reason)),
                 _ = tokio::time::sleep(wait.unwrap_or(Duration::MAX)), if wait.is_some() => {}
-                received = self.consumer.recv() => match received {
-                    Ok(message) => {
-                        let job = Job::from_message(&message);
-                        self.hold(job);
-                        // Take what else is already here, so a backlog moves in batches.
-                        for _ in 0..MAX_DRAIN {
-                            match self.consumer.recv().now_or_never() {
-                                Some(Ok(message)) => {
-                                    let job = Job::from_message(&message);
-                                    self.hold(job);
-                                }
-                                _ => break,
-                            }
+                event = self.feed.next() => {
+                    self.on_event(event);
+                    // Take what else is already here, so a backlog moves in batches.
+                    for _ in 0..MAX_DRAIN {
+                        match self.feed.next().now_or_never() {
+                            Some(event) => self.on_event(event),
+                            None => break,
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "consume failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
+                }
             }
-            self.apply_rebalances();
-            if !self.release_due(&shutdown).await {
-                break;
+            if !self.release_due(shutdown).await? {
+                return Ok(());
             }
-        }
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "final commit had nothing to do or failed");
         }
     }
 }
 
 /// Runs the retry service until `shutdown` fires.
 pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
-    let worker = WorkerConfig::from_env(ROLE, 1, "0ms", 1)?;
+    let worker = WorkerConfig::from_env(ROLE)?;
     let ctx = StageContext::from_env(worker, &shutdown).await?;
-    let rebalances = Arc::new(Mutex::new(Rebalances::default()));
-    let mut config = kafka::consumer_config(&ctx.kafka, &ctx.topics.group(ROLE));
-    // Every message here waits a tier delay anyway; a longer fetch wait spares the broker
-    // polls of many idle tier partitions.
-    config.set("fetch.wait.max.ms", RETRY_FETCH_WAIT_MS);
-    let consumer: StreamConsumer<RetryContext> = config.create_with_context(RetryContext {
-        rebalances: rebalances.clone(),
-    })?;
-    let tiers: Vec<&str> = ctx
-        .topics
-        .retry_tiers
-        .iter()
-        .map(|(t, _)| t.as_str())
-        .collect();
-    consumer.subscribe(&tiers)?;
-    tracing::info!(instance = %ctx.worker.instance_id, ?tiers, "retry service started");
-
-    let heartbeat = HeartbeatTask::spawn(ctx.clone(), ROLE);
-    let service = RetryService {
+    let tiers: HashMap<String, Duration> = ctx.topics.retry_tiers.iter().cloned().collect();
+    let names: Vec<String> = tiers.keys().cloned().collect();
+    // Every message here waits a tier delay anyway: a long fetch wait spares the broker
+    // reads of idle tier partitions. Tier topics are sluice's own, so their headers are
+    // trusted.
+    let feed = Feed::subscribe(
+        &ctx.kafka,
+        &ctx.topics.group(ROLE),
+        &names,
+        &[],
+        ctx.kafka.slow_fetch_wait_max_ms,
+    )?;
+    tracing::info!(instance = %ctx.worker.instance_id, tiers = ?names, "retry service started");
+    let mut heartbeat = HeartbeatTask::spawn(ctx.clone(), ROLE);
+    let mut service = RetryService {
         ctx: ctx.clone(),
-        consumer,
-        rebalances,
+        feed,
+        tiers,
         held: HashMap::new(),
-        paused: HashSet::new(),
     };
-    service.run(shutdown).await;
+    let outcome = service.run(&mut heartbeat, &shutdown).await;
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "retry service stopping");
+    }
+    service.feed.commit();
     heartbeat.stop().await;
     ctx.publisher.flush(Duration::from_secs(5));
     tracing::info!("retry service stopped");
-    Ok(())
+    Ok(outcome?)
 }
