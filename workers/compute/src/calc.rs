@@ -1,24 +1,7 @@
-//! The calculator's requests and answers, in the shapes seed 002's client prints.
+//! The calculator's basic operations, answered in the shapes seed 002's client prints.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Number;
-
-/// A compute job's payload: `{"op": "add", "a": 10, "b": 5}` or
-/// `{"op": "sum_squares", "n": 9, "parts": 3}`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CalcRequest {
-    pub op: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub a: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub b: Option<f64>,
-    /// Kept as written so that values beyond 64 bits are refused with a clear answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<Number>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parts: Option<u32>,
-}
+use sluice_messages::compute::CalcOutput;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -48,47 +31,6 @@ impl Op {
             Self::Mul => "mul",
             Self::Div => "div",
             Self::SumSquares => "sum_squares",
-        }
-    }
-}
-
-/// One range of a sum_squares answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PartOutput {
-    pub a: u64,
-    pub b: u64,
-    pub result: Number,
-}
-
-/// A calculator answer. Field order is the seed's: `ok`, then `error` or
-/// `result`, `a`, `b`, `op` (basic operations) or `result`, `parts` (sum_squares).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CalcOutput {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Number>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub a: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub b: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub op: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parts: Option<Vec<PartOutput>>,
-}
-
-impl CalcOutput {
-    pub fn error(message: impl Into<String>) -> Self {
-        Self {
-            ok: false,
-            error: Some(message.into()),
-            result: None,
-            a: None,
-            b: None,
-            op: None,
-            parts: None,
         }
     }
 }

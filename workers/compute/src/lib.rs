@@ -5,41 +5,20 @@ pub mod calc;
 pub mod live_workers;
 pub mod sum_squares;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 use serde_json::value::RawValue;
-use serde_json::Number;
 use sluice_core::config::WorkerConfig;
-use sluice_core::topics::Topics;
-use sluice_core::{Envelope, Handler, HandlerError, Job, JobResult, Outcome, Output, StageContext};
+use sluice_core::{
+    Cx, ErrorClass, Execution, Handler, HandlerError, Job, Outcome, Output, Stage, StageContext,
+};
+use sluice_messages::compute::{
+    CalcOutput, CalcRequest, PartRequest, PartResult, KIND_JOB, KIND_PART, ROLE,
+};
+use sluice_messages::{Envelope, JobResult, Topics};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use calc::{CalcOutput, CalcRequest, Op};
+use calc::Op;
 use live_workers::LiveWorkers;
-use sum_squares::PartRequest;
-
-/// Envelope kind of a compute job.
-pub const KIND_JOB: &str = "compute";
-/// Envelope kind of one range of a split sum_squares job; its id is the job's.
-pub const KIND_PART: &str = "compute.part";
-/// Role name: consumer group, heartbeats, configuration prefix.
-pub const ROLE: &str = "compute";
-
-/// A computed range, published for the persister.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PartResult {
-    pub job_id: Uuid,
-    pub part: u32,
-    pub parts: u32,
-    pub a: u64,
-    pub b: u64,
-    pub result: Number,
-    pub worker: String,
-    pub attempts: u32,
-    pub created_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-}
 
 pub struct ComputeHandler {
     topics: Topics,
@@ -61,7 +40,7 @@ impl ComputeHandler {
             id: envelope.id,
             kind: envelope.kind.clone(),
             result: serde_json::value::to_raw_value(&output)
-                .map_err(|e| HandlerError::permanent("serialize", e))?,
+                .map_err(|e| HandlerError::permanent(ErrorClass::Serialize, e))?,
             worker: self.instance.clone(),
             attempts: job.attempt,
             created_at: envelope.created_at,
@@ -75,23 +54,27 @@ impl ComputeHandler {
     }
 
     async fn calc(&self, job: &Job, envelope: &Envelope) -> Outcome {
-        let request: CalcRequest = serde_json::from_str(envelope.payload.get())
-            .map_err(|e| HandlerError::permanent("schema", format!("invalid compute job: {e}")))?;
+        let request: CalcRequest = serde_json::from_str(envelope.payload.get()).map_err(|e| {
+            HandlerError::permanent(ErrorClass::Schema, format!("invalid compute job: {e}"))
+        })?;
         let op = Op::parse(&request.op).ok_or_else(|| {
             let shown: String = request.op.chars().take(40).collect();
-            HandlerError::permanent("schema", format!("unknown op {shown:?}"))
+            HandlerError::permanent(ErrorClass::Schema, format!("unknown op {shown:?}"))
         })?;
         if op != Op::SumSquares {
             let (Some(a), Some(b)) = (request.a, request.b) else {
                 return Err(HandlerError::permanent(
-                    "schema",
+                    ErrorClass::Schema,
                     format!("{} needs a and b", op.name()),
                 ));
             };
             return self.answer(job, envelope, calc::apply(op, a, b));
         }
         let Some(n) = &request.n else {
-            return Err(HandlerError::permanent("schema", "sum_squares needs n"));
+            return Err(HandlerError::permanent(
+                ErrorClass::Schema,
+                "sum_squares needs n",
+            ));
         };
         let parts = match request.parts {
             Some(parts) => parts,
@@ -120,12 +103,14 @@ impl ComputeHandler {
     }
 
     fn part(&self, job: &Job, envelope: &Envelope) -> Outcome {
-        let range: PartRequest = serde_json::from_str(envelope.payload.get())
-            .map_err(|e| HandlerError::permanent("schema", format!("invalid part: {e}")))?;
+        let range: PartRequest = serde_json::from_str(envelope.payload.get()).map_err(|e| {
+            HandlerError::permanent(ErrorClass::Schema, format!("invalid part: {e}"))
+        })?;
         let result = sum_squares::sum_of_squares(range.a, range.b)
-            .map_err(|reason| HandlerError::permanent("schema", reason))?;
+            .map_err(|reason| HandlerError::permanent(ErrorClass::Schema, reason))?;
         let done = PartResult {
             job_id: envelope.id,
+            n: range.n,
             part: range.part,
             parts: range.parts,
             a: range.a,
@@ -145,7 +130,7 @@ impl ComputeHandler {
 }
 
 impl Handler for ComputeHandler {
-    async fn handle(&self, job: &Job) -> Outcome {
+    async fn handle(&self, job: &Job, _cx: &Cx) -> Outcome {
         let envelope: Envelope<Box<RawValue>> = job.envelope()?;
         match envelope.kind.as_str() {
             KIND_JOB => self.calc(job, &envelope).await,
@@ -153,7 +138,7 @@ impl Handler for ComputeHandler {
             other => {
                 let shown: String = other.chars().take(40).collect();
                 Err(HandlerError::permanent(
-                    "schema",
+                    ErrorClass::Schema,
                     format!("unknown job kind {shown:?}"),
                 ))
             }
@@ -163,7 +148,8 @@ impl Handler for ComputeHandler {
 
 /// Runs a compute worker until `shutdown` fires.
 pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
-    let worker = WorkerConfig::from_env(ROLE, 256, "0ms", 8)?;
+    let worker = WorkerConfig::from_env(ROLE)?;
+    let execution = Execution::batches_from_env(ROLE, 256, "0ms", 8)?;
     let ctx = StageContext::from_env(worker, &shutdown).await?;
     let live_workers = LiveWorkers::new(&ctx.kafka, ctx.topics.group(ROLE))?;
     let handler = ComputeHandler::new(
@@ -171,7 +157,7 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
         ctx.worker.instance_id.clone(),
         live_workers,
     );
-    let inputs = [ctx.topics.compute_jobs(), ctx.topics.compute_parts()];
-    sluice_core::run_stage(ctx, ROLE, &inputs, handler, shutdown).await?;
+    let inputs = vec![ctx.topics.compute_jobs(), ctx.topics.compute_parts()];
+    sluice_core::run_stage(ctx, Stage::new(ROLE, inputs, execution), handler, shutdown).await?;
     Ok(())
 }

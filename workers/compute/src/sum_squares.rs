@@ -1,23 +1,13 @@
 //! sum_squares n: split 1..=n into P equal ranges, each computed exactly by any worker.
 
 use num_bigint::BigUint;
-use serde::{Deserialize, Serialize};
 use serde_json::Number;
+use sluice_messages::compute::PartRequest;
 
 /// Largest n accepted: the answer (~3.3·10^53) stays exact through big integers.
 pub const MAX_N: u64 = 1_000_000_000_000_000_000;
 /// Most parts a job may be split into.
 pub const MAX_PARTS: u32 = 1_024;
-
-/// One range of a split job, published to the parts topic under the job's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartRequest {
-    pub part: u32,
-    pub parts: u32,
-    pub a: u64,
-    pub b: u64,
-}
 
 /// Checks n as written in the job: a whole number from 1 to 10^18.
 pub fn parse_n(n: &Number) -> Result<u64, String> {
@@ -40,6 +30,7 @@ pub fn split(n: u64, parts: u32) -> Result<Vec<PartRequest>, String> {
         .map(|i| {
             let len = base + u64::from(i < extra);
             let range = PartRequest {
+                n,
                 part: i as u32,
                 parts: count as u32,
                 a: start,

@@ -7,9 +7,16 @@
 //! writes are idempotent too, and Kafka offsets are committed only after the transaction. A
 //! database outage is waited out with exponential backoff; the batch is retried whole, nothing
 //! is skipped. A message that cannot be stored (invalid, or refused by the database as data)
-//! becomes a dead letter row in the same transaction.
+//! becomes a dead letter row in the same transaction. Only data errors (SQLSTATE classes 22
+//! and 23) count as refused data; every other database error is waited out.
+//!
+//! When partitions are assigned, the persister checks that each stored position still belongs
+//! to the partition's log: beyond the log's end, or with another message than the one applied
+//! just below it, the log was replaced (a broker that lost its data, a topic deleted and
+//! created again, another cluster). The position is then set back, with a warning, so nothing
+//! the log now holds is skipped.
 
-pub mod queries;
+pub mod logs;
 pub mod records;
 pub mod store;
 
@@ -18,40 +25,29 @@ use std::time::Duration;
 
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
-use sluice_core::config::{env_or, env_string, ConfigError, WorkerConfig};
-use sluice_core::{Handler, HandlerError, Job, Outcome, StageContext};
+use sluice_core::config::WorkerConfig;
+use sluice_core::{
+    Cx, ErrorClass, Execution, Handler, HandlerError, Job, Outcome, Stage, StageContext,
+    TopicPartition,
+};
+use sluice_db::pool::connect_and_migrate;
+use sluice_db::DatabaseConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use logs::LogProbe;
 use records::Record;
-use store::Consumed;
+use store::{Consumed, StoredPosition};
 
 pub const ROLE: &str = "persister";
-
-/// Where the results live.
-#[derive(Debug, Clone)]
-pub struct DatabaseConfig {
-    pub url: String,
-    pub max_connections: u32,
-}
-
-impl DatabaseConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self {
-            url: env_string(
-                "DATABASE_URL",
-                "postgres://sluice:sluice@127.0.0.1:5432/sluice",
-            ),
-            max_connections: env_or("DATABASE_MAX_CONNECTIONS", 4)?,
-        })
-    }
-}
 
 pub struct PersisterHandler {
     pool: PgPool,
     ctx: Arc<StageContext>,
     /// The consumer group, which names the positions stored with the rows.
     group: String,
+    /// Asks the broker what partitions' logs hold now.
+    logs: LogProbe,
     shutdown: CancellationToken,
 }
 
@@ -63,13 +59,18 @@ enum WriteError {
 }
 
 impl PersisterHandler {
-    pub fn new(pool: PgPool, ctx: Arc<StageContext>, shutdown: CancellationToken) -> Self {
-        Self {
+    pub fn new(
+        pool: PgPool,
+        ctx: Arc<StageContext>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(Self {
             pool,
             group: ctx.topics.group(ROLE),
+            logs: LogProbe::new(&ctx.kafka)?,
             ctx,
             shutdown,
-        }
+        })
     }
 
     /// The row a message becomes: its own, or, when it is invalid, a dead letter written in the
@@ -81,15 +82,21 @@ impl PersisterHandler {
 
     /// `job` as the dead letter the pipeline would have published for `error`.
     fn rejected(&self, job: &Job, error: &HandlerError) -> Record {
-        let letter = self.ctx.retry.route_failure(&self.ctx.topics, job, error);
+        // The persister retries in place, so a dead letter's way back is never used.
+        let letter = self.ctx.retry.route_failure(
+            &self.ctx.topics,
+            &self.ctx.topics.dead_letters(),
+            job,
+            error,
+        );
         Record::DeadLetter(records::parse_dead_letter(&Job {
             headers: letter.headers,
             ..job.clone()
         }))
     }
 
-    /// Writes `items`, retrying transient failures with exponential backoff until they commit
-    /// or shutdown comes.
+    /// Writes `items`, waiting out every failure but refused data with exponential backoff
+    /// until they commit or shutdown comes.
     async fn write_durably(&self, items: &[Consumed<'_>]) -> Result<(), WriteError> {
         let mut backoff = ExponentialBackoff {
             initial_interval: Duration::from_millis(100),
@@ -104,7 +111,7 @@ impl PersisterHandler {
                     tracing::info!(skipped, "skipped redelivered messages already applied");
                     return Ok(());
                 }
-                Err(e) if store::is_transient(&e) => {
+                Err(e) if !store::is_refused_data(&e) => {
                     let pause = backoff.next_backoff().unwrap_or(backoff.max_interval);
                     tracing::warn!(error = %e, ?pause, "database write failed, retrying");
                     tokio::select! {
@@ -120,8 +127,11 @@ impl PersisterHandler {
     /// After the database refused a batch: each message alone, in order, so only the culprits
     /// fail. A message the database refuses becomes a dead letter; a dead letter it refuses is
     /// dropped, loudly, since it would only come back here (its position is still recorded).
+    /// Stops at the first message not written (shutdown): a later one committing would move
+    /// the stored position past it, and it would never be applied.
     async fn write_one_by_one(&self, items: Vec<Consumed<'_>>) -> Vec<Outcome> {
-        let mut outcomes = Vec::with_capacity(items.len());
+        let count = items.len();
+        let mut outcomes = Vec::with_capacity(count);
         for mut item in items {
             let outcome = loop {
                 match self.write_durably(std::slice::from_ref(&item)).await {
@@ -130,8 +140,13 @@ impl PersisterHandler {
                     Err(WriteError::Refused(e)) => item.record = self.instead_of_refused(&item, e),
                 }
             };
+            if outcome.is_err() {
+                break;
+            }
             outcomes.push(outcome);
         }
+        // The rest stay unwritten and uncommitted: delivered again after the restart.
+        outcomes.resize_with(count, || Err(HandlerError::Interrupted));
         outcomes
     }
 
@@ -145,19 +160,87 @@ impl PersisterHandler {
             }
             Some(_) => Some(self.rejected(
                 item.job,
-                &HandlerError::permanent("database_refused", error),
+                &HandlerError::permanent(ErrorClass::DatabaseRefused, error),
             )),
         }
     }
+
+    /// Sets `stale` back to the start of its partition, saying why.
+    async fn restart(&self, stale: &StoredPosition, why: &str) -> Result<(), HandlerError> {
+        tracing::warn!(topic = %stale.partition.topic, partition = stale.partition.partition,
+            stored_position = stale.next_offset, why,
+            "the stored position belongs to a log that is gone (a broker that lost its data, a \
+             topic created again, another cluster); going on with what the log holds, skipping \
+             none of it");
+        store::restart_position(&self.pool, &self.group, stale)
+            .await
+            .map_err(database_unavailable)?;
+        Ok(())
+    }
+}
+
+fn database_unavailable(error: sqlx::Error) -> HandlerError {
+    HandlerError::transient(ErrorClass::Unavailable, error)
+}
+
+fn broker_unavailable(error: rdkafka::error::KafkaError) -> HandlerError {
+    HandlerError::transient(ErrorClass::Unavailable, error)
 }
 
 impl Handler for PersisterHandler {
-    async fn handle(&self, job: &Job) -> Outcome {
-        let mut outcomes = self.handle_batch(std::slice::from_ref(job)).await;
+    async fn handle(&self, job: &Job, cx: &Cx) -> Outcome {
+        let mut outcomes = self.handle_batch(std::slice::from_ref(job), cx).await;
         outcomes.pop().unwrap_or(Err(HandlerError::Interrupted))
     }
 
-    async fn handle_batch(&self, jobs: &[Job]) -> Vec<Outcome> {
+    /// A stored position taken in a log that is gone would skip the new log's messages up to
+    /// it: one beyond the log's end, or whose last applied message is not the one there now.
+    async fn on_assigned(&self, partitions: &[TopicPartition]) -> Result<(), HandlerError> {
+        let stored = store::positions(&self.pool, &self.group, partitions)
+            .await
+            .map_err(database_unavailable)?;
+        let mut to_compare = Vec::new();
+        for position in stored {
+            let log_end = self
+                .logs
+                .end(&position.partition)
+                .await
+                .map_err(broker_unavailable)?;
+            if position.next_offset > log_end {
+                self.restart(&position, &format!("beyond the log's end, {log_end}"))
+                    .await?;
+            } else if position.next_offset > 0 && position.last_timestamp_ms.is_some() {
+                to_compare.push(position);
+            }
+        }
+        if to_compare.is_empty() {
+            return Ok(());
+        }
+        let last_applied = to_compare
+            .iter()
+            .map(|p| (p.partition.clone(), p.next_offset - 1))
+            .collect();
+        let found = self
+            .logs
+            .timestamps(last_applied)
+            .await
+            .map_err(broker_unavailable)?;
+        for position in &to_compare {
+            if let Some(Some(timestamp)) = found.get(&position.partition) {
+                if Some(*timestamp) != position.last_timestamp_ms {
+                    let why = format!(
+                        "the message at offset {} has timestamp {timestamp}, not {} as applied",
+                        position.next_offset - 1,
+                        position.last_timestamp_ms.unwrap_or_default()
+                    );
+                    self.restart(position, &why).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_batch(&self, jobs: &[Job], _cx: &Cx) -> Vec<Outcome> {
         let items: Vec<Consumed> = jobs
             .iter()
             .map(|job| Consumed {
@@ -181,26 +264,32 @@ impl Handler for PersisterHandler {
 
 /// Runs the persister until `shutdown` fires.
 pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut worker = WorkerConfig::from_env(ROLE, 5_000, "5ms", 1)?;
+    let worker = WorkerConfig::from_env(ROLE)?;
+    let mut execution = Execution::batches_from_env(ROLE, 5_000, "5ms", 1)?;
     // The positions stored with the rows advance in consumption order: a second batch of the
     // same partition committing first would mark the first one's messages as applied.
-    if worker.batches_in_flight != 1 {
-        tracing::warn!(
-            "PERSISTER_BATCHES_IN_FLIGHT is ignored: the persister has one batch in flight"
-        );
-        worker.batches_in_flight = 1;
+    if let Execution::Batches { in_flight, .. } = &mut execution {
+        if *in_flight != 1 {
+            tracing::warn!(
+                "PERSISTER_BATCHES_IN_FLIGHT is ignored: the persister has one batch in flight"
+            );
+            *in_flight = 1;
+        }
     }
     let db = DatabaseConfig::from_env()?;
     let ctx = StageContext::from_env(worker, &shutdown).await?;
-    let pool = store::connect_and_migrate(&db, &shutdown).await?;
-    let topics = ctx.topics.clone();
-    let inputs = [
+    let pool = connect_and_migrate(&db, &shutdown).await?;
+    let topics = &ctx.topics;
+    let inputs = vec![
         topics.results(),
         topics.part_results(),
         topics.dead_letters(),
         topics.heartbeats(),
     ];
-    let handler = PersisterHandler::new(pool, ctx.clone(), shutdown.clone());
-    sluice_core::run_stage(ctx, ROLE, &inputs, handler, shutdown).await?;
+    let handler = PersisterHandler::new(pool, ctx.clone(), shutdown.clone())?;
+    // Nothing comes back to the persister through the retry topics: a database outage is
+    // waited out where it happens.
+    let stage = Stage::new(ROLE, inputs, execution).retrying_in_place();
+    sluice_core::run_stage(ctx, stage, handler, shutdown).await?;
     Ok(())
 }

@@ -5,11 +5,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use rdkafka::message::Headers;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sluice_compute::PartResult;
-use sluice_core::envelope::{header, header_i64, header_str};
-use sluice_core::heartbeat::Heartbeat;
-use sluice_core::topics::Topics;
-use sluice_core::{HandlerError, Job, JobResult};
+use sluice_core::headers::{header_i64, header_str};
+use sluice_core::{ErrorClass, HandlerError, Job};
+use sluice_messages::compute::PartResult;
+use sluice_messages::heartbeat::Heartbeat;
+use sluice_messages::{header, JobResult, Topics};
 use uuid::Uuid;
 
 /// Longest job kind accepted.
@@ -31,6 +31,8 @@ pub struct ResultRow {
 #[derive(Debug, Clone)]
 pub struct PartRow {
     pub job_id: Uuid,
+    /// The job's n: with `parts`, it names the split the range belongs to.
+    pub n: i64,
     pub part: i32,
     pub parts: i32,
     pub a: i64,
@@ -109,7 +111,10 @@ impl<'a> FromIterator<&'a Record> for Batch {
 }
 
 fn invalid(what: &str, reason: impl std::fmt::Display) -> HandlerError {
-    HandlerError::permanent("invalid_result", format!("invalid {what}: {reason}"))
+    HandlerError::permanent(
+        ErrorClass::InvalidResult,
+        format!("invalid {what}: {reason}"),
+    )
 }
 
 fn to_i32(value: u32, what: &str) -> Result<i32, HandlerError> {
@@ -129,7 +134,7 @@ pub fn parse(topics: &Topics, job: &Job) -> Result<Record, HandlerError> {
         parse_heartbeat(job).map(Record::Worker)
     } else {
         Err(HandlerError::permanent(
-            "schema",
+            ErrorClass::Schema,
             format!("no table for topic {topic}"),
         ))
     }
@@ -180,12 +185,18 @@ fn parse_part(job: &Job) -> Result<PartRow, HandlerError> {
             format!("result {digits} is not a whole number"),
         ));
     }
-    if part.parts == 0 || part.part >= part.parts || part.a == 0 || part.a > part.b {
+    if part.parts == 0
+        || part.part >= part.parts
+        || part.a == 0
+        || part.a > part.b
+        || part.b > part.n
+    {
         return Err(invalid("part", "inconsistent range"));
     }
     let bound = |v: u64| i64::try_from(v).map_err(|_| invalid("part", "range out of bounds"));
     Ok(PartRow {
         job_id: part.job_id,
+        n: bound(part.n)?,
         part: to_i32(part.part, "part")?,
         parts: to_i32(part.parts, "part")?,
         a: bound(part.a)?,

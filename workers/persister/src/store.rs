@@ -6,64 +6,25 @@
 //! `dead`), a part once per (job, part), a dead letter once per position in its source topic.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use sluice_core::Job;
+use sluice_core::{Job, TopicPartition};
+use sluice_db::{notify, JOBS_CHANNEL};
 
 use crate::records::{Batch, DeadLetterRow, PartRow, Record, ResultRow, WorkerRow};
-use crate::DatabaseConfig;
 
-/// Channel notified, once per transaction, whenever job rows changed.
-pub const JOBS_CHANNEL: &str = "sluice_jobs";
-
-pub async fn connect(db: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(db.max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&db.url)
-        .await
-}
-
-/// Connects (waiting for the database while it is unreachable) and applies the migrations.
-pub async fn connect_and_migrate(
-    db: &DatabaseConfig,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<PgPool> {
-    let mut pause = Duration::from_millis(200);
-    let pool = loop {
-        match connect(db).await {
-            Ok(pool) => break pool,
-            Err(e) if is_transient(&e) && !shutdown.is_cancelled() => {
-                tracing::warn!(error = %e, "database not reachable, retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    sqlx::migrate!("../../migrations").run(&pool).await?;
-    Ok(pool)
-}
-
-/// A failure that goes away by itself: the connection, the server's state, a deadlock.
-pub fn is_transient(error: &sqlx::Error) -> bool {
+/// Whether the database refused the data itself (SQLSTATE classes 22, data exceptions, and
+/// 23, integrity violations): the same rows would be refused again. Anything else — a
+/// connection lost, a password rotated, a read-only failover, a permission or a lock timeout —
+/// says nothing about the data and is waited out.
+pub fn is_refused_data(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            ["08", "40", "53", "57", "58"]
-                .iter()
-                .any(|class| code.starts_with(class))
-        }),
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
         _ => false,
     }
 }
@@ -85,12 +46,17 @@ pub async fn write(
     group: &str,
     items: &[Consumed<'_>],
 ) -> Result<usize, sqlx::Error> {
-    let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    let mut next_offsets: BTreeMap<(&str, i32), Position> = BTreeMap::new();
     for item in items {
-        let next = next_offsets
+        let position = next_offsets
             .entry((item.job.topic.as_str(), item.job.partition))
             .or_default();
-        *next = (*next).max(item.job.offset + 1);
+        if item.job.offset >= position.next {
+            *position = Position {
+                next: item.job.offset + 1,
+                last_timestamp_ms: item.job.timestamp_ms,
+            };
+        }
     }
     let mut tx = pool.begin().await?;
     let applied = claim_positions(&mut tx, group, &next_offsets).await?;
@@ -118,7 +84,7 @@ pub async fn write(
 async fn claim_positions<'k>(
     tx: &mut Transaction<'_, Postgres>,
     group: &str,
-    partitions: &BTreeMap<(&'k str, i32), i64>,
+    partitions: &BTreeMap<(&'k str, i32), Position>,
 ) -> Result<BTreeMap<(&'k str, i32), i64>, sqlx::Error> {
     let topics: Vec<&str> = partitions.keys().map(|(t, _)| *t).collect();
     let numbers: Vec<i32> = partitions.keys().map(|(_, p)| *p).collect();
@@ -156,48 +122,75 @@ async fn claim_positions<'k>(
         .collect())
 }
 
+/// Where the persister stands in a partition: the next offset to apply, and the timestamp of
+/// the message before it, which tells on assignment whether the log is still the one applied.
+#[derive(Debug, Default, Clone, Copy)]
+struct Position {
+    next: i64,
+    last_timestamp_ms: Option<i64>,
+}
+
 async fn advance_positions(
     tx: &mut Transaction<'_, Postgres>,
     group: &str,
-    next_offsets: &BTreeMap<(&str, i32), i64>,
+    positions: &BTreeMap<(&str, i32), Position>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE consumer_offsets o
-         SET next_offset = GREATEST(o.next_offset, x.next), updated_at = now()
-         FROM UNNEST($2::text[], $3::int[], $4::int8[]) AS x(topic, partition, next)
-         WHERE o.consumer_group = $1 AND o.topic = x.topic AND o.partition = x.partition",
+         SET next_offset = x.next, last_timestamp_ms = x.last_timestamp_ms, updated_at = now()
+         FROM UNNEST($2::text[], $3::int[], $4::int8[], $5::int8[])
+              AS x(topic, partition, next, last_timestamp_ms)
+         WHERE o.consumer_group = $1 AND o.topic = x.topic AND o.partition = x.partition
+           AND x.next > o.next_offset",
     )
     .bind(group)
-    .bind(next_offsets.keys().map(|(t, _)| *t).collect::<Vec<_>>())
-    .bind(next_offsets.keys().map(|(_, p)| *p).collect::<Vec<_>>())
-    .bind(next_offsets.values().copied().collect::<Vec<_>>())
+    .bind(positions.keys().map(|(t, _)| *t).collect::<Vec<_>>())
+    .bind(positions.keys().map(|(_, p)| *p).collect::<Vec<_>>())
+    .bind(positions.values().map(|p| p.next).collect::<Vec<_>>())
+    .bind(
+        positions
+            .values()
+            .map(|p| p.last_timestamp_ms)
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Writes the rows of a batch, one statement per table.
+/// Writes the rows of a batch, one statement per table, and tells waiting callers which jobs
+/// changed (after the commit, as PostgreSQL delivers notifications).
 async fn write_rows(tx: &mut Transaction<'_, Postgres>, batch: &Batch) -> Result<(), sqlx::Error> {
-    let mut jobs_changed = false;
+    let mut changed: Vec<Uuid> = Vec::new();
     if !batch.results.is_empty() {
-        upsert_results(tx, &batch.results).await?;
-        jobs_changed = true;
+        changed.extend(upsert_results(tx, &batch.results).await?);
     }
     if !batch.parts.is_empty() {
-        jobs_changed |= insert_parts_and_assemble(tx, &batch.parts).await?;
+        changed.extend(insert_parts_and_assemble(tx, &batch.parts).await?);
     }
     if !batch.dead_letters.is_empty() {
-        jobs_changed |= insert_dead_letters(tx, &batch.dead_letters).await?;
+        changed.extend(insert_dead_letters(tx, &batch.dead_letters).await?);
     }
     if !batch.workers.is_empty() {
         upsert_workers(tx, &batch.workers).await?;
     }
-    if jobs_changed {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(JOBS_CHANNEL)
-            .execute(&mut **tx)
-            .await?;
+    if !changed.is_empty() {
+        notify_changed(tx, &changed).await?;
     }
+    Ok(())
+}
+
+/// Names the changed jobs to their waiters, in as many notifications as
+/// [`notify::payloads`] makes.
+async fn notify_changed(
+    tx: &mut Transaction<'_, Postgres>,
+    job_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, payload) FROM UNNEST($2::text[]) AS payload")
+        .bind(JOBS_CHANNEL)
+        .bind(notify::payloads(job_ids))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -207,12 +200,13 @@ fn first_per_key<T, K: std::hash::Hash + Eq>(rows: &[T], key: impl Fn(&T) -> K) 
     rows.iter().filter(|row| seen.insert(key(row))).collect()
 }
 
+/// Returns the jobs it completed.
 async fn upsert_results(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[ResultRow],
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<Uuid>, sqlx::Error> {
     let rows = first_per_key(rows, |r| r.job_id);
-    sqlx::query(
+    sqlx::query_as::<_, (Uuid,)>(
         "INSERT INTO jobs (job_id, kind, status, result, error, worker, attempts, created_at,
                            finished_at, persisted_at)
          SELECT r.job_id, r.kind, 'done', r.result::jsonb, r.error, r.worker, r.attempts,
@@ -224,7 +218,8 @@ async fn upsert_results(
          SET status = 'done', result = EXCLUDED.result, error = EXCLUDED.error,
              worker = EXCLUDED.worker, attempts = EXCLUDED.attempts,
              finished_at = EXCLUDED.finished_at, persisted_at = EXCLUDED.persisted_at
-         WHERE jobs.status <> 'done'",
+         WHERE jobs.status <> 'done'
+         RETURNING job_id",
     )
     .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
@@ -234,18 +229,25 @@ async fn upsert_results(
     .bind(rows.iter().map(|r| r.attempts).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.finished_at).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .fetch_all(&mut **tx)
+    .await
+    .map(ids)
 }
 
-/// Stores parts, then completes every job of the batch whose parts are now all stored.
-/// Returns whether a job was completed.
+fn ids(rows: Vec<(Uuid,)>) -> Vec<Uuid> {
+    rows.into_iter().map(|(id,)| id).collect()
+}
+
+/// Stores parts, then completes every job of the batch that now has a complete split: one
+/// split (n, parts) whose ranges, in order, start at 1, each begin right after the one before
+/// and end at n, so they cover 1..n exactly once. Parts of another split of the same job (a
+/// redelivered job split across a different number of live workers) are kept apart and never
+/// mix into the answer; the first complete split decides it. Returns the jobs completed.
 async fn insert_parts_and_assemble(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[PartRow],
-) -> Result<bool, sqlx::Error> {
-    let rows = first_per_key(rows, |r| (r.job_id, r.part));
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows = first_per_key(rows, |r| (r.job_id, r.n, r.parts, r.part));
     // Serializes the assembly of a job across persister replicas: without it, two transactions
     // each holding the other's last part would both see the job incomplete. Sorted, so that
     // replicas take the locks in one order and cannot deadlock.
@@ -260,16 +262,18 @@ async fn insert_parts_and_assemble(
         .execute(&mut **tx)
         .await?;
     sqlx::query(
-        "INSERT INTO compute_parts (job_id, part, parts, a, b, result, worker, attempts,
+        "INSERT INTO compute_parts (job_id, n, part, parts, a, b, result, worker, attempts,
                                     created_at, finished_at)
-         SELECT p.job_id, p.part, p.parts, p.a, p.b, p.result::numeric, p.worker, p.attempts,
-                p.created_at, p.finished_at
-         FROM UNNEST($1::uuid[], $2::int[], $3::int[], $4::bigint[], $5::bigint[], $6::text[],
-                     $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
-              AS p(job_id, part, parts, a, b, result, worker, attempts, created_at, finished_at)
-         ON CONFLICT (job_id, part) DO NOTHING",
+         SELECT p.job_id, p.n, p.part, p.parts, p.a, p.b, p.result::numeric, p.worker,
+                p.attempts, p.created_at, p.finished_at
+         FROM UNNEST($1::uuid[], $2::bigint[], $3::int[], $4::int[], $5::bigint[], $6::bigint[],
+                     $7::text[], $8::text[], $9::int[], $10::timestamptz[], $11::timestamptz[])
+              AS p(job_id, n, part, parts, a, b, result, worker, attempts, created_at,
+                   finished_at)
+         ON CONFLICT (job_id, n, parts, part) DO NOTHING",
     )
     .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.n).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.part).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.parts).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.a).collect::<Vec<_>>())
@@ -281,38 +285,49 @@ async fn insert_parts_and_assemble(
     .bind(rows.iter().map(|r| r.finished_at).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
-    let assembled = sqlx::query(
-        "INSERT INTO jobs (job_id, kind, status, result, attempts, created_at, finished_at,
+    let assembled: Vec<(Uuid,)> = sqlx::query_as(
+        "WITH ranges AS (
+             SELECT *, lag(b) OVER (PARTITION BY job_id, n, parts ORDER BY a) AS previous_b
+             FROM compute_parts
+             WHERE job_id = ANY($1)),
+         complete AS (
+             SELECT DISTINCT ON (job_id) job_id, n, parts
+             FROM ranges
+             GROUP BY job_id, n, parts
+             HAVING count(*) = parts AND min(a) = 1 AND max(b) = n
+                AND bool_and(a = COALESCE(previous_b + 1, 1))
+             ORDER BY job_id, parts, n)
+         INSERT INTO jobs (job_id, kind, status, result, attempts, created_at, finished_at,
                            persisted_at)
-         SELECT job_id, 'compute', 'done',
+         SELECT r.job_id, 'compute', 'done',
                 jsonb_build_object(
                     'ok', true,
-                    'result', sum(result),
-                    'parts', jsonb_agg(jsonb_build_object('a', a, 'b', b, 'result', result)
-                                       ORDER BY part)),
-                max(attempts), min(created_at), max(finished_at), clock_timestamp()
-         FROM compute_parts
-         WHERE job_id = ANY($1)
-         GROUP BY job_id
-         HAVING count(*) = max(parts)
+                    'result', sum(r.result),
+                    'parts', jsonb_agg(jsonb_build_object('a', r.a, 'b', r.b,
+                                                          'result', r.result)
+                                       ORDER BY r.a)),
+                max(r.attempts), min(r.created_at), max(r.finished_at), clock_timestamp()
+         FROM ranges r JOIN complete c USING (job_id, n, parts)
+         GROUP BY r.job_id
          ON CONFLICT (job_id) DO UPDATE
          SET status = 'done', result = EXCLUDED.result, error = NULL,
              attempts = EXCLUDED.attempts, finished_at = EXCLUDED.finished_at,
              persisted_at = EXCLUDED.persisted_at
-         WHERE jobs.status <> 'done'",
+         WHERE jobs.status <> 'done'
+         RETURNING job_id",
     )
     .bind(&job_ids)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(assembled.rows_affected() > 0)
+    Ok(ids(assembled))
 }
 
-/// Stores dead letters and marks their jobs dead (unless already done). Returns whether a job
-/// row changed.
+/// Stores dead letters and marks their jobs dead (unless already done). Returns the jobs
+/// marked.
 async fn insert_dead_letters(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[DeadLetterRow],
-) -> Result<bool, sqlx::Error> {
+) -> Result<Vec<Uuid>, sqlx::Error> {
     let rows = first_per_key(rows, |r| {
         (r.source_topic.clone(), r.source_partition, r.source_offset)
     });
@@ -374,9 +389,9 @@ async fn insert_dead_letters(
         .filter_map(|r| r.job_id.map(|id| (id, *r)))
         .collect();
     if dead_jobs.is_empty() {
-        return Ok(false);
+        return Ok(vec![]);
     }
-    let marked = sqlx::query(
+    let marked: Vec<(Uuid,)> = sqlx::query_as(
         "INSERT INTO jobs (job_id, kind, status, error, attempts, created_at, persisted_at)
          SELECT d.job_id, d.kind, 'dead', d.reason, d.attempts, d.created_at, clock_timestamp()
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[])
@@ -384,7 +399,8 @@ async fn insert_dead_letters(
          ON CONFLICT (job_id) DO UPDATE
          SET status = 'dead', error = EXCLUDED.error, attempts = EXCLUDED.attempts,
              persisted_at = EXCLUDED.persisted_at
-         WHERE jobs.status <> 'done'",
+         WHERE jobs.status <> 'done'
+         RETURNING job_id",
     )
     .bind(dead_jobs.keys().copied().collect::<Vec<_>>())
     .bind(
@@ -406,9 +422,9 @@ async fn insert_dead_letters(
             .map(|r| r.job_created_at.unwrap_or_else(chrono::Utc::now))
             .collect::<Vec<_>>(),
     )
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(marked.rows_affected() > 0)
+    Ok(ids(marked))
 }
 
 async fn upsert_workers(
@@ -446,4 +462,66 @@ async fn upsert_workers(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A stored position: the next offset to apply in a partition, and the timestamp of the last
+/// message applied there, when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPosition {
+    pub partition: TopicPartition,
+    pub next_offset: i64,
+    pub last_timestamp_ms: Option<i64>,
+}
+
+/// The stored positions of `group` in those of `partitions` it has one for.
+pub async fn positions(
+    pool: &PgPool,
+    group: &str,
+    partitions: &[TopicPartition],
+) -> Result<Vec<StoredPosition>, sqlx::Error> {
+    let rows: Vec<(String, i32, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT topic, partition, next_offset, last_timestamp_ms FROM consumer_offsets
+         WHERE consumer_group = $1
+           AND (topic, partition) IN (SELECT * FROM UNNEST($2::text[], $3::int[]))",
+    )
+    .bind(group)
+    .bind(
+        partitions
+            .iter()
+            .map(|p| p.topic.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(partitions.iter().map(|p| p.partition).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(topic, partition, next_offset, last_timestamp_ms)| StoredPosition {
+                partition: TopicPartition { topic, partition },
+                next_offset,
+                last_timestamp_ms,
+            },
+        )
+        .collect())
+}
+
+/// Sets a stored position back to 0, so that nothing the partition's log holds now is skipped,
+/// if it is still `stale` (another replica may have moved it meanwhile).
+pub async fn restart_position(
+    pool: &PgPool,
+    group: &str,
+    stale: &StoredPosition,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE consumer_offsets SET next_offset = 0, last_timestamp_ms = NULL, updated_at = now()
+         WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
+    )
+    .bind(group)
+    .bind(&stale.partition.topic)
+    .bind(stale.partition.partition)
+    .bind(stale.next_offset)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }

@@ -1,0 +1,89 @@
+//! What the broker holds in a partition now: where its log ends, and the timestamp of the
+//! message at an offset. The persister asks on assignment, to tell whether the log its stored
+//! positions were taken in is still the one there.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_core::config::KafkaConfig;
+use sluice_core::{kafka, TopicPartition};
+
+/// How long the broker may take to answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct LogProbe {
+    kafka: KafkaConfig,
+    /// For metadata and watermarks: no group, no subscription.
+    client: Arc<BaseConsumer>,
+}
+
+impl LogProbe {
+    pub fn new(kafka: &KafkaConfig) -> Result<Self, KafkaError> {
+        Ok(Self {
+            kafka: kafka.clone(),
+            client: Arc::new(kafka::client_config(kafka).create()?),
+        })
+    }
+
+    /// The offset the partition's next message will get.
+    pub async fn end(&self, partition: &TopicPartition) -> Result<i64, KafkaError> {
+        let client = self.client.clone();
+        let (topic, number) = (partition.topic.clone(), partition.partition);
+        tokio::task::spawn_blocking(move || client.fetch_watermarks(&topic, number, ASK_TIMEOUT))
+            .await
+            .expect("a watermark look-up does not panic")
+            .map(|(_, high)| high)
+    }
+
+    /// The timestamp of the message at each (partition, offset), read with a consumer of no
+    /// group. `None` where it cannot be told: no message at that offset any more (retention),
+    /// no timestamp, or no answer in time.
+    pub async fn timestamps(
+        &self,
+        at: Vec<(TopicPartition, i64)>,
+    ) -> Result<HashMap<TopicPartition, Option<i64>>, KafkaError> {
+        let mut config = kafka::client_config(&self.kafka);
+        config
+            .set("group.id", "sluice-log-probe")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "latest")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = config.create()?;
+        tokio::task::spawn_blocking(move || {
+            let mut assignment = TopicPartitionList::new();
+            for (partition, offset) in &at {
+                assignment.add_partition_offset(
+                    &partition.topic,
+                    partition.partition,
+                    Offset::Offset(*offset),
+                )?;
+            }
+            consumer.assign(&assignment)?;
+            let mut wanted: HashMap<TopicPartition, i64> = at.into_iter().collect();
+            let mut found = HashMap::new();
+            let deadline = Instant::now() + ASK_TIMEOUT;
+            while !wanted.is_empty() && Instant::now() < deadline {
+                let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let partition = TopicPartition {
+                    topic: message.topic().to_string(),
+                    partition: message.partition(),
+                };
+                if let Some(offset) = wanted.remove(&partition) {
+                    let timestamp = message.timestamp().to_millis();
+                    found.insert(partition, timestamp.filter(|_| message.offset() == offset));
+                }
+            }
+            found.extend(wanted.into_keys().map(|partition| (partition, None)));
+            Ok(found)
+        })
+        .await
+        .expect("reading a message does not panic")
+    }
+}
