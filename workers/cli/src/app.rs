@@ -4,9 +4,9 @@
 
 use anyhow::Context;
 use sluice_core::config::{KafkaConfig, RetryConfig};
-use sluice_core::topics::Topics;
 use sluice_core::Publisher;
-use sluice_persister::{store, DatabaseConfig};
+use sluice_db::DatabaseConfig;
+use sluice_messages::Topics;
 use sqlx::PgPool;
 
 pub struct App {
@@ -19,11 +19,11 @@ pub struct App {
 impl App {
     pub async fn connect() -> anyhow::Result<Self> {
         let kafka = KafkaConfig::from_env()?;
-        let topics = Topics::new(&kafka, &RetryConfig::from_env()?);
+        let topics = Topics::new(&kafka.topic_prefix, &RetryConfig::from_env()?.tiers);
         let database = DatabaseConfig::from_env()?;
-        let pool = store::connect(&database)
+        let pool = sluice_db::pool::connect(&database)
             .await
-            .with_context(|| format!("cannot reach the database at {}", redact(&database.url)))?;
+            .with_context(|| format!("cannot reach the database at {}", database.redacted_url()))?;
         let publisher = Publisher::new(&kafka)?;
         Ok(Self {
             kafka,
@@ -31,13 +31,5 @@ impl App {
             pool,
             publisher,
         })
-    }
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &url[..scheme], &url[at..]),
-        _ => url.to_string(),
     }
 }

@@ -51,12 +51,21 @@ pub fn to_line<T: Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_compute::calc::{apply, Op};
+    use sluice_messages::compute::CalcOutput;
 
     #[test]
     fn prints_like_the_seed_client() {
+        let answer = CalcOutput {
+            ok: true,
+            error: None,
+            result: Some(serde_json::Number::from_f64(15.0).unwrap()),
+            a: Some(10.0),
+            b: Some(5.0),
+            op: Some("add".into()),
+            parts: None,
+        };
         assert_eq!(
-            to_line(&apply(Op::Add, 10.0, 5.0)),
+            to_line(&answer),
             r#"{"ok": true, "result": 15.0, "a": 10.0, "b": 5.0, "op": "add"}"#
         );
         assert_eq!(to_line(&serde_json::json!([1, 2])), "[1, 2]");

@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use sluice_compute::calc::CalcRequest;
-use sluice_compute::{KIND_JOB, ROLE};
-use sluice_core::{kafka, Envelope};
-use sluice_persister::queries;
+use sluice_core::kafka;
+use sluice_db::queries;
+use sluice_messages::compute::{CalcRequest, KIND_JOB, ROLE};
+use sluice_messages::Envelope;
 use uuid::Uuid;
 
 use crate::app::App;

@@ -4,10 +4,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{json, Number};
-use sluice_compute::calc::{CalcOutput, CalcRequest};
-use sluice_compute::{KIND_JOB, ROLE};
-use sluice_core::{Envelope, Output};
-use sluice_persister::queries::{self, JobRow};
+use sluice_core::Output;
+use sluice_db::queries::{self, JobClaim, JobRow};
+use sluice_db::JobWaiter;
+use sluice_messages::compute::{CalcOutput, CalcRequest, KIND_JOB, ROLE};
+use sluice_messages::Envelope;
 use uuid::Uuid;
 
 use crate::app::App;
@@ -53,38 +54,60 @@ pub async fn run(app: &App, args: CalcArgs) -> anyhow::Result<ExitCode> {
     if live.is_empty() {
         return Ok(fail("no worker available"));
     }
-    let parts = match (args.op.as_str(), args.parts) {
-        ("sum_squares", None) => Some(live.len() as u32),
-        (_, parts) => parts,
-    };
-    let request = CalcRequest {
+    // The job row keeps the request as the user gave it, and that is what `--id` compares: a
+    // sum_squares without `--parts` is the same request whatever number of live workers its
+    // published copy is split across (the split is not part of the answer's value).
+    let asked = CalcRequest {
         op: args.op,
         a: args.a,
         b: args.b,
         n: args.n,
-        parts,
+        parts: args.parts,
     };
-    let envelope = Envelope::with_id(args.id.unwrap_or_else(Uuid::new_v4), KIND_JOB, &request);
-    queries::insert_pending(
-        &app.pool,
-        envelope.id,
-        KIND_JOB,
-        &json!(request),
-        envelope.created_at,
-    )
-    .await?;
-    let output = Output::json(
-        app.topics.compute_jobs(),
-        envelope.id.to_string(),
-        &envelope,
-    )?;
-    app.publisher.try_publish(&output).await?;
-    if args.no_wait {
-        println!("{}", envelope.id);
-        return Ok(ExitCode::SUCCESS);
+    let published = CalcRequest {
+        parts: match (asked.op.as_str(), asked.parts) {
+            ("sum_squares", None) => Some(live.len() as u32),
+            (_, parts) => parts,
+        },
+        ..asked.clone()
+    };
+    let envelope = Envelope::with_id(args.id.unwrap_or_else(Uuid::new_v4), KIND_JOB, &published);
+    let id = envelope.id;
+    // Listening before the job can finish; opened before the claim, so that failing to listen
+    // leaves nothing behind.
+    let waiter = if args.no_wait {
+        None
+    } else {
+        Some(JobWaiter::start(&app.pool).await?)
+    };
+    let claim =
+        queries::claim_job(&app.pool, id, KIND_JOB, &json!(asked), envelope.created_at).await?;
+    match &claim {
+        JobClaim::DifferentRequest => {
+            return Ok(fail(format!(
+                "job {id} already exists with a different request; nothing was sent"
+            )))
+        }
+        JobClaim::SameRequestDone(row) => {
+            if args.no_wait {
+                println!("{id}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Ok(print_answer(id, Some(row.clone())));
+        }
+        JobClaim::Created | JobClaim::SameRequestPending | JobClaim::SameRequestDead { .. } => {}
     }
-    let row = queries::wait_until_finished(&app.pool, envelope.id, args.timeout).await?;
-    Ok(print_answer(envelope.id, row))
+    let output = Output::json(app.topics.compute_jobs(), id.to_string(), &envelope)?;
+    if let Err(e) = app.publisher.try_publish(&output).await {
+        queries::release_job_claim(&app.pool, id, &claim).await?;
+        return Ok(fail(format!("could not publish job {id}: {e}")));
+    }
+    let Some(waiter) = waiter else {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let row = waiter.wait(id, args.timeout).await?;
+    Ok(print_answer(id, row))
 }
 
 /// Prints a compute job's answer in the seed's shape; success only for `"ok": true`.

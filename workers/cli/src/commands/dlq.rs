@@ -1,10 +1,15 @@
 //! `sluice dlq list` and `sluice dlq replay <id>|--all`: inspect dead letters and send them
-//! back to the topic they died on, as fresh messages (no failure history).
+//! back to the job topic they died on, as fresh messages (no failure history).
+//!
+//! Each letter is replayed once, however many replays run at once: it is claimed before it is
+//! published (and given back if the publish fails), with any other letter of the same message.
+//! Only job topics are replayed to: a letter from any other topic is left alone.
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use sluice_core::Output;
-use sluice_persister::queries::{self, DeadLetter};
+use sluice_db::dead_letters::{self, DeadLetter};
 
 use crate::app::App;
 
@@ -26,25 +31,49 @@ pub enum DlqCommand {
     },
 }
 
+/// Letters read at once by `replay --all`: it never holds more payloads than this.
+const PAGE: i64 = 100;
+
 pub async fn run(app: &App, command: DlqCommand) -> anyhow::Result<ExitCode> {
     match command {
         DlqCommand::List { limit } => list(app, limit).await,
         DlqCommand::Replay { id: Some(id), .. } => {
-            let Some(letter) = queries::dead_letter(&app.pool, id).await? else {
+            let Some(letter) = dead_letters::get(&app.pool, id).await? else {
                 println!("no dead letter {id}");
                 return Ok(ExitCode::FAILURE);
             };
-            replay(app, &[letter]).await
+            let mut replay = Replay::default();
+            replay.one(app, &letter).await?;
+            replay.report();
+            // Replayed now, before, or by another run at this moment: all fine; left alone is not.
+            Ok(if replay.left_alone == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         DlqCommand::Replay { id: None, .. } => {
-            let letters = queries::dead_letters(&app.pool, i64::MAX).await?;
-            replay(app, &letters).await
+            let mut replay = Replay::default();
+            let mut after = 0;
+            loop {
+                let page = dead_letters::unreplayed(&app.pool, after, PAGE).await?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                for letter in &page {
+                    if let Err(e) = replay.one(app, letter).await {
+                        replay.report();
+                        return Err(e);
+                    }
+                }
+            }
+            replay.report();
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 async fn list(app: &App, limit: i64) -> anyhow::Result<ExitCode> {
-    let letters = queries::dead_letters(&app.pool, limit).await?;
+    let letters = dead_letters::unreplayed(&app.pool, 0, limit).await?;
     if letters.is_empty() {
         println!("no dead letters");
         return Ok(ExitCode::SUCCESS);
@@ -72,19 +101,36 @@ async fn list(app: &App, limit: i64) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn replay(app: &App, letters: &[DeadLetter]) -> anyhow::Result<ExitCode> {
-    let mut replayed = 0;
-    for letter in letters {
+/// What one replay run did.
+#[derive(Default)]
+struct Replay {
+    replayed: usize,
+    left_alone: usize,
+}
+
+impl Replay {
+    /// Replays `letter` unless it is replayed already (by another run, or as a duplicate) or
+    /// was not a job; says why it left one alone.
+    async fn one(&mut self, app: &App, letter: &DeadLetter) -> anyhow::Result<()> {
+        let id = letter.id;
         if letter.replayed_at.is_some() {
-            println!("dead letter {} was already replayed", letter.id);
-            continue;
+            println!("dead letter {id} was already replayed");
+            return Ok(());
         }
         let Some(topic) = &letter.original_topic else {
-            println!(
-                "dead letter {} has no original topic; left alone",
-                letter.id
-            );
-            continue;
+            println!("dead letter {id} has no original topic; left alone");
+            self.left_alone += 1;
+            return Ok(());
+        };
+        // Producers publish work to the job topics alone; a letter from anywhere else (a
+        // result, a retry tier, a forged header) is not for a replay to send.
+        if !app.topics.job_inputs().contains(topic) {
+            println!("dead letter {id} came from {topic}, not a job topic; left alone");
+            self.left_alone += 1;
+            return Ok(());
+        }
+        let Some(claim) = dead_letters::claim_replay(&app.pool, letter).await? else {
+            return Ok(());
         };
         let output = Output {
             topic: topic.clone(),
@@ -92,10 +138,20 @@ async fn replay(app: &App, letters: &[DeadLetter]) -> anyhow::Result<ExitCode> {
             payload: letter.payload.clone(),
             headers: None,
         };
-        app.publisher.try_publish(&output).await?;
-        queries::mark_replayed(&app.pool, letter).await?;
-        replayed += 1;
+        if let Err(e) = app.publisher.try_publish(&output).await {
+            dead_letters::release(&app.pool, &claim)
+                .await
+                .with_context(|| format!("giving back dead letter {id} after a failed publish"))?;
+            anyhow::bail!("publishing dead letter {id} to {topic} failed, left unreplayed: {e}");
+        }
+        for duplicate in &claim.duplicates {
+            println!("dead letter {duplicate} is the same message as {id}; marked replayed");
+        }
+        self.replayed += 1;
+        Ok(())
     }
-    println!("replayed {replayed} dead letter(s)");
-    Ok(ExitCode::SUCCESS)
+
+    fn report(&self) {
+        println!("replayed {} dead letter(s)", self.replayed);
+    }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
-use sluice_persister::queries;
+use sluice_db::queries;
 use uuid::Uuid;
 
 use crate::app::App;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use chrono::Utc;
-use sluice_persister::queries;
+use sluice_db::queries;
 
 use crate::app::App;
 

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_compute::calc::CalcRequest;
-use sluice_compute::KIND_JOB;
-use sluice_core::Envelope;
+use sluice_messages::compute::CalcRequest;
+use sluice_messages::compute::KIND_JOB;
+use sluice_messages::Envelope;
 use uuid::Uuid;
 
 use crate::helpers::{Options, TestPipeline};

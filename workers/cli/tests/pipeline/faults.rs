@@ -57,7 +57,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_zero() {
         Duration::from_secs(10),
         "the worker to leave the live list",
         || async {
-            let live = sluice_persister::queries::live_workers(&p.pool, Some("compute"))
+            let live = sluice_db::queries::live_workers(&p.pool, Some("compute"))
                 .await
                 .ok()?;
             live.is_empty().then_some(())

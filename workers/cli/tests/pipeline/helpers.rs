@@ -10,12 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use sluice_compute::calc::CalcRequest;
-use sluice_compute::KIND_JOB;
+use rdkafka::message::{Header, OwnedHeaders};
 use sluice_core::config::{KafkaConfig, RetryConfig, WorkerConfig};
-use sluice_core::pipeline::StageContext;
-use sluice_core::topics::Topics;
-use sluice_core::{Envelope, Handler, Output, Publisher};
+use sluice_core::{Execution, Handler, Output, PipelineError, Publisher, Stage, StageContext};
+use sluice_messages::compute::{CalcRequest, KIND_JOB};
+use sluice_messages::{Envelope, Topics};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +72,10 @@ pub struct Options {
     pub max_attempts: u32,
     /// Admin URL of the PostgreSQL cluster; `DATABASE_URL` when absent.
     pub admin_url: Option<String>,
+    /// The broker; `KAFKA_BROKERS` when absent.
+    pub brokers: Option<String>,
+    /// More environment for every process started (overrides the defaults below).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -81,6 +84,8 @@ impl Default for Options {
             compute_workers: 1,
             max_attempts: 4,
             admin_url: None,
+            brokers: None,
+            env: Vec::new(),
         }
     }
 }
@@ -119,12 +124,17 @@ impl TestPipeline {
         let db_url = with_database(&admin_url, &prefix);
 
         let kafka = KafkaConfig {
-            brokers: required_env("KAFKA_BROKERS"),
+            brokers: options
+                .brokers
+                .clone()
+                .unwrap_or_else(|| required_env("KAFKA_BROKERS")),
             topic_prefix: prefix.clone(),
             partitions: PARTITIONS,
             replication_factor: 1,
             fetch_wait_max_ms: 10,
+            slow_fetch_wait_max_ms: 100,
             session_timeout_ms: 6_000,
+            max_poll_interval_ms: 300_000,
             client_overrides: BTreeMap::new(),
         };
         let retry = test_retry_config(options.max_attempts);
@@ -143,6 +153,7 @@ impl TestPipeline {
             ),
             ("DATABASE_URL", db_url.clone()),
             ("HEARTBEAT_INTERVAL", "500ms".into()),
+            ("KAFKA_SLOW_FETCH_WAIT_MAX_MS", "100".into()),
             ("RETRY_TIERS", tiers.join(",")),
             ("RETRY_INITIAL_DELAY", "200ms".into()),
             ("RETRY_MULTIPLIER", "2".into()),
@@ -153,13 +164,14 @@ impl TestPipeline {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(options.env.iter().cloned())
         .collect();
         let log_dir = bin_dir().join("test-logs").join(&prefix);
         std::fs::create_dir_all(&log_dir).expect("log directory");
 
         let shutdown = CancellationToken::new();
         let pipeline = Self {
-            topics: Topics::new(&kafka, &retry),
+            topics: Topics::new(&kafka.topic_prefix, &retry.tiers),
             publisher: Publisher::new(&kafka).expect("producer"),
             pool: PgPoolOptions::new()
                 .max_connections(4)
@@ -186,6 +198,11 @@ impl TestPipeline {
     /// Starts one more worker process, with instance id `<binary>-<index>`; returns the index
     /// for [`TestPipeline::kill`].
     pub fn start(&self, binary: &str) -> usize {
+        self.start_with(binary, &[])
+    }
+
+    /// As [`TestPipeline::start`], with more environment for this process.
+    pub fn start_with(&self, binary: &str, env: &[(&str, &str)]) -> usize {
         let mut children = self.children.lock().unwrap();
         let index = children.len();
         let log = std::fs::File::create(self.log_dir.join(format!("{index}-{binary}.log")))
@@ -193,6 +210,7 @@ impl TestPipeline {
         let child = Command::new(bin_dir().join(binary))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("WORKER_INSTANCE_ID", format!("{binary}-{index}"))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -246,6 +264,14 @@ impl TestPipeline {
         }
     }
 
+    /// Whether process `index` has exited with status 0 (false while it runs).
+    pub fn exit_success(&self, index: usize) -> bool {
+        self.children.lock().unwrap()[index]
+            .try_wait()
+            .expect("try_wait")
+            .is_some_and(|status| status.success())
+    }
+
     pub fn is_running(&self, index: usize) -> bool {
         self.children.lock().unwrap()[index]
             .try_wait()
@@ -276,7 +302,7 @@ impl TestPipeline {
             Duration::from_secs(60),
             &format!("{count} live {role} worker(s)"),
             || async {
-                let live = sluice_persister::queries::live_workers(&self.pool, Some(role))
+                let live = sluice_db::queries::live_workers(&self.pool, Some(role))
                     .await
                     .ok()?;
                 (live.len() >= count).then_some(())
@@ -286,11 +312,27 @@ impl TestPipeline {
     }
 
     pub async fn publish_raw(&self, topic: &str, key: &str, payload: Vec<u8>) {
+        self.publish_with_headers(topic, key, payload, &[]).await;
+    }
+
+    pub async fn publish_with_headers(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) {
+        let headers = headers.iter().fold(OwnedHeaders::new(), |all, (k, v)| {
+            all.insert(Header {
+                key: k,
+                value: Some(*v),
+            })
+        });
         let output = Output {
             topic: topic.to_string(),
             key: Some(key.as_bytes().to_vec()),
             payload,
-            headers: None,
+            headers: Some(headers),
         };
         self.publisher.try_publish(&output).await.expect("publish");
     }
@@ -303,6 +345,11 @@ impl TestPipeline {
             payload,
         )
         .await;
+    }
+
+    /// The name of retry tier `index` (0: the shortest).
+    pub fn retry_tiers_topic(&self, index: usize) -> String {
+        self.topics.retry_tiers[index].0.clone()
     }
 
     /// Publishes `count` `add` jobs (a = i, b = 1), at most `rate` per second when given.
@@ -352,36 +399,65 @@ impl TestPipeline {
         assert_eq!(self.count(sql).await, expected, "{sql}");
     }
 
-    /// Runs `handler` as a stage of this test's own process, consuming `inputs`.
+    /// Runs `handler` as a stage of this test's own process, consuming `inputs` in small
+    /// batches.
     pub async fn run_stage_in_process<H: Handler>(
         &self,
         role: &str,
         inputs: Vec<String>,
         handler: H,
-    ) -> JoinHandle<()> {
-        let worker = WorkerConfig {
-            instance_id: format!("{role}-{}", Uuid::new_v4().simple()),
-            host: "test".into(),
-            batch_max: 16,
-            batch_wait: Duration::ZERO,
-            batches_in_flight: 4,
-            heartbeat_interval: Duration::from_millis(500),
+    ) -> JoinHandle<Result<(), PipelineError>> {
+        let execution = Execution::Batches {
+            max: 16,
+            wait: Duration::ZERO,
+            in_flight: 4,
         };
-        let ctx: Arc<StageContext> = StageContext::new(
-            self.kafka.clone(),
-            self.retry.clone(),
-            worker,
-            &self.shutdown,
+        self.run_in_process(
+            Stage::new(role, inputs, execution),
+            test_worker(role),
+            handler,
         )
         .await
-        .expect("stage context");
-        let shutdown = self.shutdown.clone();
-        let role = role.to_string();
-        tokio::spawn(async move {
-            sluice_core::run_stage(ctx, &role, &inputs, handler, shutdown)
+    }
+
+    /// Runs `stage` in this test's own process as worker `worker`.
+    pub async fn run_in_process<H: Handler>(
+        &self,
+        stage: Stage,
+        worker: WorkerConfig,
+        handler: H,
+    ) -> JoinHandle<Result<(), PipelineError>> {
+        self.run_in_process_on(self.kafka.clone(), stage, worker, handler)
+            .await
+    }
+
+    /// As [`TestPipeline::run_in_process`], with consumer settings of its own.
+    pub async fn run_in_process_on<H: Handler>(
+        &self,
+        kafka: KafkaConfig,
+        stage: Stage,
+        worker: WorkerConfig,
+        handler: H,
+    ) -> JoinHandle<Result<(), PipelineError>> {
+        let ctx: Arc<StageContext> =
+            StageContext::new(kafka, self.retry.clone(), worker, &self.shutdown)
                 .await
-                .expect("stage runs");
-        })
+                .expect("stage context");
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(sluice_core::run_stage(ctx, stage, handler, shutdown))
+    }
+}
+
+/// The configuration of a stage run in the test process.
+pub fn test_worker(role: &str) -> WorkerConfig {
+    WorkerConfig {
+        instance_id: format!("{role}-{}", Uuid::new_v4().simple()),
+        host: "test".into(),
+        heartbeat_interval: Duration::from_millis(500),
+        stall_after: Duration::from_secs(60),
+        shutdown_grace: Duration::from_secs(5),
+        dead_letter_max_share: 1.0,
+        dead_letter_window: 100,
     }
 }
 
@@ -392,6 +468,15 @@ impl Drop for TestPipeline {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Lets a test keep a handle on the handler it gives a stage.
+pub struct SharedHandler<H>(pub Arc<H>);
+
+impl<H: Handler> Handler for SharedHandler<H> {
+    async fn handle(&self, job: &sluice_core::Job, cx: &sluice_core::Cx) -> sluice_core::Outcome {
+        self.0.handle(job, cx).await
     }
 }
 

@@ -1,7 +1,11 @@
 //! Integration tests: the real binaries against a real broker and a real PostgreSQL.
 
+mod cli;
 mod compute;
 mod faults;
+mod guards;
 mod helpers;
+mod modes;
 mod persister;
+mod restarts;
 mod retries;

@@ -1,4 +1,5 @@
-//! The persister on its own: what it refuses, and what it must not count twice.
+//! The persister on its own: what it refuses, what it must not count twice, what it must not
+//! skip.
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
-use sluice_compute::PartResult;
+use sluice_messages::compute::PartResult;
 use uuid::Uuid;
 
 use crate::helpers::{eventually, Options, TestPipeline, PARTITIONS};
@@ -78,6 +79,7 @@ async fn a_redelivered_part_is_counted_once() {
     let job = Uuid::new_v4();
     let part = |index: u32, a: u64, b: u64, sum: u64| PartResult {
         job_id: job,
+        n: 9,
         part: index,
         parts: 3,
         a,
@@ -195,7 +197,7 @@ async fn the_position_stored_with_the_rows_decides_what_is_applied() {
 /// lost the group's offsets. The group must have no member.
 async fn rewind_group(p: &TestPipeline, topic: &str) {
     let consumer: BaseConsumer =
-        sluice_core::kafka::consumer_config(&p.kafka, &p.topics.group("persister"))
+        sluice_core::kafka::consumer_config(&p.kafka, &p.topics.group("persister"), 10)
             .create()
             .expect("consumer");
     let mut rewind = TopicPartitionList::new();
@@ -210,4 +212,276 @@ async fn rewind_group(p: &TestPipeline, topic: &str) {
         || async { consumer.commit(&rewind, CommitMode::Sync).ok() },
     )
     .await;
+}
+
+/// A range of sum_squares job `job` (1² + … + n²) as split into `parts`.
+fn part_message(job: Uuid, n: u64, parts: u32, part: u32, a: u64, b: u64) -> Vec<u8> {
+    let sum: u64 = (a..=b).map(|i| i * i).sum();
+    serde_json::to_vec(&PartResult {
+        job_id: job,
+        n,
+        part,
+        parts,
+        a,
+        b,
+        result: sum.into(),
+        worker: "w".into(),
+        attempts: 1,
+        created_at: Utc::now(),
+        finished_at: Utc::now(),
+    })
+    .unwrap()
+}
+
+/// A job redelivered and split across a different number of workers: the parts of the two
+/// splits must never be combined. Before the fix, part 0 of a 2-way split with parts 1 and 2 of
+/// a 3-way split made three rows for "3 parts" and a wrong answer was stored as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_of_two_splits_of_a_job_never_mix() {
+    let p = TestPipeline::spawn(no_workers()).await;
+    let topic = p.topics.part_results();
+    let job = Uuid::new_v4();
+    // One key: one partition, so the marker below comes after the parts.
+    let key = job.to_string();
+    for (parts, part, a, b) in [(2, 0, 1, 5), (3, 1, 4, 6), (3, 2, 7, 9)] {
+        p.publish_raw(&topic, &key, part_message(job, 9, parts, part, a, b))
+            .await;
+    }
+    let marker = Uuid::new_v4();
+    p.publish_raw(&topic, &key, part_message(marker, 1, 1, 0, 1, 1))
+        .await;
+    p.wait_count(
+        &format!("SELECT count(*) FROM jobs WHERE job_id = '{marker}' AND status = 'done'"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        p.count(&format!("SELECT count(*) FROM jobs WHERE job_id = '{job}'"))
+            .await,
+        0,
+        "no split is complete: no answer"
+    );
+
+    // The 3-way split completes: its answer, from its own parts only.
+    p.publish_raw(&topic, &key, part_message(job, 9, 3, 0, 1, 3))
+        .await;
+    p.wait_count(
+        &format!(
+            "SELECT count(*) FROM jobs WHERE job_id = '{job}' AND status = 'done'
+               AND result->>'result' = '285' AND jsonb_array_length(result->'parts') = 3"
+        ),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    // The 2-way split completing later changes nothing.
+    p.publish_raw(&topic, &key, part_message(job, 9, 2, 1, 6, 9))
+        .await;
+    let marker = Uuid::new_v4();
+    p.publish_raw(&topic, &key, part_message(marker, 1, 1, 0, 1, 1))
+        .await;
+    p.wait_count(
+        &format!("SELECT count(*) FROM jobs WHERE job_id = '{marker}'"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) FROM jobs WHERE job_id = '{job}' AND jsonb_array_length(result->'parts') = 3"
+        ))
+        .await,
+        1
+    );
+}
+
+/// Parts that do not cover 1..n exactly once (a gap and an overlap, as a forged or buggy
+/// producer could send) never make an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_that_do_not_cover_the_range_exactly_once_make_no_answer() {
+    let p = TestPipeline::spawn(no_workers()).await;
+    let topic = p.topics.part_results();
+    let job = Uuid::new_v4();
+    let key = job.to_string();
+    for (part, a, b) in [(0, 1, 4), (1, 4, 6), (2, 8, 9)] {
+        p.publish_raw(&topic, &key, part_message(job, 9, 3, part, a, b))
+            .await;
+    }
+    let marker = Uuid::new_v4();
+    p.publish_raw(&topic, &key, part_message(marker, 1, 1, 0, 1, 1))
+        .await;
+    p.wait_count(
+        &format!("SELECT count(*) FROM jobs WHERE job_id = '{marker}'"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        p.count(&format!("SELECT count(*) FROM jobs WHERE job_id = '{job}'"))
+            .await,
+        0
+    );
+}
+
+/// Sets the persister's stored position in every partition of `topic`.
+async fn store_position(p: &TestPipeline, topic: &str, next_offset: i64, timestamp: Option<i64>) {
+    for partition in 0..PARTITIONS {
+        sqlx::query(
+            "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset,
+                                           last_timestamp_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (consumer_group, topic, partition)
+             DO UPDATE SET next_offset = EXCLUDED.next_offset,
+                           last_timestamp_ms = EXCLUDED.last_timestamp_ms",
+        )
+        .bind(p.topics.group("persister"))
+        .bind(topic)
+        .bind(partition)
+        .bind(next_offset)
+        .bind(timestamp)
+        .execute(&p.pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// With the persister stopped, stores `next_offset` (and the timestamp of the message below
+/// it) as its position in every partition of the results topic, as a log that is gone left
+/// it; publishes 20 results and starts the persister again. Every result must be stored: before
+/// the fix the persister skipped the new log's messages up to the old position, and their jobs
+/// never finished. Returns the new persister's log.
+async fn results_after_a_stale_position(next_offset: i64, timestamp: Option<i64>) -> String {
+    let p = TestPipeline::spawn(no_workers()).await;
+    assert!(p.terminate(0, Duration::from_secs(20)).await);
+    let results = p.topics.results();
+    store_position(&p, &results, next_offset, timestamp).await;
+    for _ in 0..20 {
+        let id = Uuid::new_v4();
+        p.publish_raw(
+            &results,
+            &id.to_string(),
+            result_message(id, json!({"ok": true, "result": 1.0})),
+        )
+        .await;
+    }
+    let persister = p.start("sluice-persister");
+    p.wait_count(
+        "SELECT count(*) FROM jobs WHERE status = 'done'",
+        20,
+        Duration::from_secs(30),
+    )
+    .await;
+    p.log(persister)
+}
+
+/// A memory broker restarted: its logs start over at 0, far below the old positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_beyond_the_end_of_the_log_are_set_back_and_nothing_is_skipped() {
+    let log = results_after_a_stale_position(1_000, None).await;
+    assert!(
+        log.contains("belongs to a log that is gone")
+            && log.contains("stored_position=1000")
+            && log.contains("beyond the log's end"),
+        "the persister names the stale position: {log}"
+    );
+}
+
+/// A topic created again and written to past the old position: the position lies inside the
+/// new log, but the message below it is not the one applied (another timestamp).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_inside_a_replaced_log_is_set_back_and_nothing_is_skipped() {
+    let log = results_after_a_stale_position(1, Some(12_345)).await;
+    assert!(
+        log.contains("belongs to a log that is gone") && log.contains("not 12345 as applied"),
+        "the persister says the log was replaced: {log}"
+    );
+}
+
+/// A batch the database refuses goes row by row. One row waits on a lock (a lock timeout is
+/// not refused data: it is waited out, not dead-lettered), shutdown comes meanwhile, and the
+/// rows after it must not be written: before the fix the next row committed and moved the
+/// stored position past the waiting one, whose job then stayed pending forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_by_row_stops_at_the_first_row_not_written() {
+    let p = TestPipeline::spawn(no_workers()).await;
+    assert!(p.terminate(0, Duration::from_secs(20)).await);
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&p.pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE {database} SET lock_timeout = '300ms'"
+    ))
+    .execute(&p.pool)
+    .await
+    .unwrap();
+    let (locked, after) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO jobs (job_id, kind, status, created_at) VALUES ($1, 'compute', 'pending', now())",
+    )
+    .bind(locked)
+    .execute(&p.pool)
+    .await
+    .unwrap();
+    let mut holder = p.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM jobs WHERE job_id = $1 FOR UPDATE")
+        .bind(locked)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    // One key, one partition, one batch: refused data (a NUL PostgreSQL cannot store), the
+    // locked job, one after it.
+    let results = p.topics.results();
+    let ok = json!({"ok": true, "result": 1.0});
+    p.publish_raw(
+        &results,
+        "k",
+        result_message(
+            Uuid::new_v4(),
+            json!({"ok": true, "text": "nul \u{0} inside"}),
+        ),
+    )
+    .await;
+    p.publish_raw(&results, "k", result_message(locked, ok.clone()))
+        .await;
+    p.publish_raw(&results, "k", result_message(after, ok.clone()))
+        .await;
+    let persister = p.start_with("sluice-persister", &[("PERSISTER_BATCH_WAIT", "3s")]);
+    eventually(
+        Duration::from_secs(30),
+        "the locked row to be waited on",
+        || async {
+            let log = p.log(persister);
+            (log.contains("batch refused") && log.contains("database write failed, retrying"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(p.terminate(persister, Duration::from_secs(30)).await);
+    holder.rollback().await.unwrap();
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) FROM jobs WHERE job_id = '{after}'"
+        ))
+        .await,
+        0,
+        "nothing after the row not written"
+    );
+
+    p.start("sluice-persister");
+    p.wait_count(
+        &format!(
+            "SELECT count(*) FROM jobs WHERE job_id IN ('{locked}', '{after}') AND status = 'done'"
+        ),
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM dead_letters").await,
+        1,
+        "only the refused row is a dead letter"
+    );
 }

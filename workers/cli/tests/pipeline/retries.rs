@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::json;
 use sluice_core::retry::RetryPolicy;
-use sluice_core::topics::Topics;
-use sluice_core::{Envelope, Handler, HandlerError, Job, JobResult, Outcome, Output};
+use sluice_core::{Cx, ErrorClass, Handler, HandlerError, Job, Outcome, Output, PipelineError};
+use sluice_messages::{header, Envelope, JobResult, Topics};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::helpers::{Options, TestPipeline};
+use crate::helpers::{Options, SharedHandler, TestPipeline};
 
 /// Fails with a transient error for the first `failures` attempts of every job (for all of
 /// them while `broken` is set), then answers. Records when each attempt came.
@@ -36,7 +36,7 @@ impl Flaky {
 }
 
 impl Handler for Flaky {
-    async fn handle(&self, job: &Job) -> Outcome {
+    async fn handle(&self, job: &Job, _cx: &Cx) -> Outcome {
         let envelope: Envelope = job.envelope()?;
         self.attempts
             .lock()
@@ -44,7 +44,7 @@ impl Handler for Flaky {
             .push((job.attempt, Instant::now()));
         if self.broken.load(Ordering::SeqCst) || job.attempt <= self.failures {
             return Err(HandlerError::transient(
-                "flaky",
+                ErrorClass::Unavailable,
                 "simulated outage of a dependency",
             ));
         }
@@ -71,7 +71,12 @@ async fn one_job_through_flaky(
     max_attempts: u32,
     failures: u32,
     broken: bool,
-) -> (TestPipeline, Arc<Flaky>, JoinHandle<()>, Uuid) {
+) -> (
+    TestPipeline,
+    Arc<Flaky>,
+    JoinHandle<Result<(), PipelineError>>,
+    Uuid,
+) {
     let p = TestPipeline::spawn(Options {
         compute_workers: 0,
         max_attempts,
@@ -111,7 +116,7 @@ async fn transient_failures_pass_through_the_retry_tiers_and_are_persisted() {
         );
     }
     p.shutdown.cancel();
-    stage.await.unwrap();
+    stage.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +125,7 @@ async fn an_always_failing_message_is_dead_lettered_and_replay_brings_it_back() 
 
     let sql = format!(
         "SELECT count(*) FROM dead_letters WHERE job_id = '{id}' AND attempts = 3
-           AND error_class = 'flaky' AND reason = 'simulated outage of a dependency'
+           AND error_class = 'unavailable' AND reason = 'simulated outage of a dependency'
            AND original_topic = '{}'",
         p.topics.compute_jobs()
     );
@@ -155,14 +160,146 @@ async fn an_always_failing_message_is_dead_lettered_and_replay_brings_it_back() 
     let (_, listing) = p.sluice(&["dlq", "list"]).await;
     assert_eq!(listing.trim(), "no dead letters");
     p.shutdown.cancel();
-    stage.await.unwrap();
+    stage.await.unwrap().unwrap();
 }
 
-/// Lets the test keep a handle on the handler it gives the stage.
-struct SharedHandler<H>(Arc<H>);
+/// Records the ids that reach it through its returns topic.
+struct Arrivals {
+    ids: Mutex<Vec<String>>,
+}
 
-impl<H: Handler> Handler for SharedHandler<H> {
-    async fn handle(&self, job: &Job) -> Outcome {
-        self.0.handle(job).await
+impl Handler for Arrivals {
+    async fn handle(&self, job: &Job, _cx: &Cx) -> Outcome {
+        self.ids
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&job.payload).into_owned());
+        Ok(vec![])
     }
+}
+
+/// A stage in this process that only receives what the retry service sends back to it.
+async fn arrivals_stage(
+    p: &TestPipeline,
+    role: &str,
+) -> (Arc<Arrivals>, JoinHandle<Result<(), PipelineError>>) {
+    let arrivals = Arc::new(Arrivals {
+        ids: Mutex::new(Vec::new()),
+    });
+    // Its input is a topic nobody publishes to: everything it gets comes back from the tiers.
+    let stage = p
+        .run_stage_in_process(
+            role,
+            vec![p.topics.compute_parts()],
+            SharedHandler(arrivals.clone()),
+        )
+        .await;
+    (arrivals, stage)
+}
+
+/// Publishes `id` straight to retry tier `tier`, due at `due_ms`, on its way back to `to`.
+async fn park(p: &TestPipeline, tier: usize, id: &str, due_ms: i64, to: &str) {
+    let due = due_ms.to_string();
+    p.publish_with_headers(
+        &p.retry_tiers_topic(tier),
+        id,
+        id.as_bytes().to_vec(),
+        &[
+            (header::FAILURES, "1"),
+            (header::DUE_MS, due.as_str()),
+            (header::RETURN_TOPIC, to),
+        ],
+    )
+    .await;
+}
+
+/// A due time in the far future (a producer's clock, or a forged header) is clamped to the
+/// tier's delay after the retry service received the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_time_is_never_later_than_the_tier_delay() {
+    let p = TestPipeline::spawn(Options {
+        compute_workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let (arrivals, stage) = arrivals_stage(&p, "clamped").await;
+    let in_an_hour = Utc::now().timestamp_millis() + 3_600_000;
+    let sent = Instant::now();
+    park(&p, 0, "late", in_an_hour, &p.topics.returns("clamped")).await;
+    crate::helpers::eventually(Duration::from_secs(20), "the message back", || async {
+        (arrivals.ids.lock().unwrap().len() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        sent.elapsed()
+    );
+    p.shutdown.cancel();
+    stage.await.unwrap().unwrap();
+}
+
+/// The retry service sends a message back only to a returns topic; one aimed anywhere else
+/// (here: the results topic) is dead-lettered as misrouted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_message_aimed_elsewhere_is_dead_lettered() {
+    let p = TestPipeline::spawn(Options {
+        compute_workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let now = Utc::now().timestamp_millis();
+    park(&p, 0, "forged", now, &p.topics.results()).await;
+    p.wait_count(
+        "SELECT count(*) FROM dead_letters WHERE error_class = 'misrouted'",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM jobs").await,
+        0,
+        "nothing reached results"
+    );
+}
+
+/// Messages waiting in the longest tier while a second retry service joins the group and
+/// leaves it again (two rebalances, with messages arriving meanwhile): every one comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_held_is_lost_when_retry_instances_join_and_leave() {
+    let p = TestPipeline::spawn(Options {
+        compute_workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let (arrivals, stage) = arrivals_stage(&p, "held").await;
+    let back_to = p.topics.returns("held");
+    let longest = p.retry.tiers.len() - 1;
+    let mut sent = Vec::new();
+    let mut second = None;
+    for round in 0..40 {
+        for i in 0..5 {
+            let id = format!("m-{round}-{i}");
+            let due = Utc::now().timestamp_millis() + 2_000;
+            park(&p, longest, &id, due, &back_to).await;
+            sent.push(id);
+        }
+        match round {
+            5 => second = Some(p.start("sluice-retry")),
+            25 => {
+                let index = second.expect("started");
+                assert!(p.terminate(index, Duration::from_secs(20)).await);
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    crate::helpers::eventually(Duration::from_secs(90), "every message back", || async {
+        let got: std::collections::HashSet<String> =
+            arrivals.ids.lock().unwrap().iter().cloned().collect();
+        sent.iter().all(|id| got.contains(id)).then_some(())
+    })
+    .await;
+    p.shutdown.cancel();
+    stage.await.unwrap().unwrap();
 }
