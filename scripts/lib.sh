@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Shared by scripts/run, scripts/test and scripts/bench: installs what is missing and starts the
-# broker (Nisshi) and PostgreSQL. Sourced, not run.
+# Shared by scripts/run, scripts/test, scripts/bench and scripts/idle: installs what is missing
+# and starts the broker (Nisshi) and PostgreSQL. Sourced, not run.
 
 NISSHI_VERSION=0.8.1
 SLUICE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -86,19 +86,79 @@ start_postgres() {
   done
 }
 
-# start_nisshi PORT STORAGE_URL LOG [REBALANCE_DELAY]: starts the broker in the background.
-start_nisshi() {
-  local port=$1 storage=$2 logfile=$3 delay=${4:-3s} bin
+# The broker storage scripts/run, scripts/bench and scripts/idle use unless SLUICE_BROKER_STORAGE
+# says otherwise (README, "Broker storage": why).
+SLUICE_DEFAULT_STORAGE=sqlite
+
+# broker_storage_url ENGINE PG_PORT NAME: Nisshi's --storage-engine for SLUICE_BROKER_STORAGE:
+#   sqlite    the file NAME.db in Nisshi's working directory (start_nisshi's WORKDIR): durable
+#   postgres  database `nisshi` of the PostgreSQL on PG_PORT: durable
+#   memory    nothing survives a broker restart
+broker_storage_url() {
+  local engine=$1 pg_port=$2 name=${3:-sluice}
+  case "$engine" in
+    sqlite) echo "sqlite://$name.db" ;;
+    postgres) echo "postgres://sluice:sluice@127.0.0.1:$pg_port/nisshi?sslmode=disable" ;;
+    memory) echo "memory://$name/" ;;
+    *)
+      log "SLUICE_BROKER_STORAGE must be sqlite, postgres or memory, not '$engine'"
+      return 2
+      ;;
+  esac
+}
+
+# native_defaults: the broker settings chosen for the native pipeline on Nisshi (README, "Broker
+# storage"), each exported unless the environment or ./.env sets it. Services read .env
+# themselves, but a variable already in their environment wins over .env, so one found there is
+# left alone here.
+NATIVE_DEFAULTS=(KAFKA_PARTITIONS=2 KAFKA_FETCH_WAIT_MAX_MS=100 KAFKA_SLOW_FETCH_WAIT_MAX_MS=1000)
+native_defaults() {
+  local pair name
+  for pair in "${NATIVE_DEFAULTS[@]}"; do
+    name=${pair%%=*}
+    if [ -z "${!name:-}" ] \
+      && ! grep -Eq "^[[:space:]]*(export[[:space:]]+)?$name=" "$SLUICE_ROOT/.env" 2>/dev/null; then
+      export "${pair?}"
+    fi
+  done
+}
+
+# build_sluice: sets SLUICE_BIN, the directory of the release binaries. With SLUICE_BIN_DIR set,
+# the binaries already there are used and nothing is built; otherwise `cargo build --release`.
+build_sluice() {
+  if [ -n "${SLUICE_BIN_DIR:-}" ]; then
+    SLUICE_BIN=$(cd "$SLUICE_BIN_DIR" && pwd)
+    log "using the binaries in $SLUICE_BIN (SLUICE_BIN_DIR)"
+  else
+    log "building sluice (release)"
+    (cd "$SLUICE_ROOT" && cargo build --release --bins --quiet)
+    SLUICE_BIN=$SLUICE_ROOT/target/release
+  fi
+}
+
+# spawn_nisshi PORT STORAGE_URL LOG [REBALANCE_DELAY] [WORKDIR]: starts the broker in the
+# background, in WORKDIR (default: the log's directory; a sqlite:// file is relative to it),
+# appending to LOG; sets NISSHI_PID. Does not wait for it to listen.
+spawn_nisshi() {
+  local port=$1 storage=$2 logfile=$3 delay=${4:-3s} workdir=${5:-$(dirname "$3")} bin
   bin=$(nisshi_bin)
-  log "starting Nisshi on port $port (storage ${storage%%://*})"
+  mkdir -p "$workdir"
   # Nisshi reads a .env from its working directory; give it one of its own (none).
-  (cd "$(dirname "$logfile")" && exec "$bin" broker \
+  (cd "$workdir" && exec "$bin" broker \
     --kafka-listener-url "tcp://127.0.0.1:$port" \
     --kafka-advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine "$storage" \
-    --group-initial-rebalance-delay "$delay" >"$logfile" 2>&1) &
-  STARTED_PIDS+=($!)
-  wait_port "$port" 60
+    --group-initial-rebalance-delay "$delay" >>"$logfile" 2>&1) &
+  NISSHI_PID=$!
+}
+
+# start_nisshi PORT STORAGE_URL LOG [REBALANCE_DELAY] [WORKDIR]: spawn_nisshi, remembered in
+# STARTED_PIDS, and waits until it listens.
+start_nisshi() {
+  log "starting Nisshi on port $1 (storage ${2%%://*})"
+  spawn_nisshi "$@"
+  STARTED_PIDS+=("$NISSHI_PID")
+  wait_port "$1" 60
 }
 
 # stop_started: stops, newest first, what this script started.
