@@ -54,12 +54,28 @@ pub fn env_string(name: &str, default: &str) -> String {
     var(name).unwrap_or_else(|| default.to_string())
 }
 
+/// Reads a number that must be finite: `NaN` parses as an `f64` and slips through every range
+/// check written as a comparison (`NaN < 1.0` is false), and `inf` is no sane setting either.
+pub fn env_f64(name: &str, default: f64) -> Result<f64, ConfigError> {
+    let value: f64 = env_or(name, default)?;
+    if !value.is_finite() {
+        return Err(invalid(name, &value.to_string(), "must be a finite number"));
+    }
+    Ok(value)
+}
+
 pub fn env_duration(name: &str, default: &str) -> Result<Duration, ConfigError> {
     let raw = env_string(name, default);
     parse_duration(&raw).map_err(|e| invalid(name, &raw, e))
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`; a bare number means milliseconds.
+/// The longest duration any setting takes. Durations are added to `Instant::now()` (deadlines,
+/// batch windows, timeouts), which panics on overflow, so a typo such as `99999999999h` must
+/// be refused here rather than crash a worker later; nothing sluice waits for (a retry tier,
+/// a timeout, a grace period) sensibly lasts longer than a day.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Parses `250ms`, `5s`, `2m`, `1h`, up to [`MAX_DURATION`]; a bare number means milliseconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let split = raw
@@ -78,6 +94,12 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     };
     if !millis.is_finite() || millis < 0.0 {
         return Err(format!("duration out of range: {raw:?}"));
+    }
+    if millis > MAX_DURATION.as_secs_f64() * 1_000.0 {
+        return Err(format!(
+            "duration too long: at most {}h",
+            MAX_DURATION.as_secs() / 3_600
+        ));
     }
     Ok(Duration::from_micros((millis * 1_000.0) as u64))
 }
@@ -192,9 +214,9 @@ impl RetryConfig {
         let config = Self {
             tiers,
             initial_delay: env_duration("RETRY_INITIAL_DELAY", "1s")?,
-            multiplier: env_or("RETRY_MULTIPLIER", 5.0)?,
+            multiplier: env_f64("RETRY_MULTIPLIER", 5.0)?,
             max_delay: env_duration("RETRY_MAX_DELAY", "10m")?,
-            jitter: env_or("RETRY_JITTER", 0.1)?,
+            jitter: env_f64("RETRY_JITTER", 0.1)?,
             max_attempts: env_or("MAX_ATTEMPTS", 5)?,
         };
         if !(0.0..1.0).contains(&config.jitter) {
@@ -258,7 +280,7 @@ impl WorkerConfig {
             heartbeat_interval: env_duration("HEARTBEAT_INTERVAL", "2s")?,
             stall_after: env_duration("STALL_AFTER", "60s")?,
             shutdown_grace: env_duration("SHUTDOWN_GRACE", "10s")?,
-            dead_letter_max_share: env_or("DEAD_LETTER_MAX_SHARE", 0.5)?,
+            dead_letter_max_share: env_f64("DEAD_LETTER_MAX_SHARE", 0.5)?,
             dead_letter_window: env_or("DEAD_LETTER_WINDOW", 200)?,
         };
         config.validate()?;
@@ -285,6 +307,20 @@ impl WorkerConfig {
                 &ms(self.stall_after),
                 "must be at least HEARTBEAT_INTERVAL",
             ));
+        }
+        // `from_env` parses within the bound already; this holds it for configurations built
+        // in code as well.
+        for (name, value) in [
+            ("STALL_AFTER", self.stall_after),
+            ("SHUTDOWN_GRACE", self.shutdown_grace),
+        ] {
+            if value > MAX_DURATION {
+                return Err(invalid(
+                    name,
+                    &ms(value),
+                    format!("must be at most {}h", MAX_DURATION.as_secs() / 3_600),
+                ));
+            }
         }
         if !(self.dead_letter_max_share > 0.0 && self.dead_letter_max_share <= 1.0) {
             return Err(invalid(
@@ -349,5 +385,62 @@ mod tests {
         assert_eq!(parse_duration("40").unwrap(), Duration::from_millis(40));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn durations_beyond_a_day_are_refused_naming_the_variable() {
+        assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
+        assert!(parse_duration("25h").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
+        // A name no other test reads: tests run in parallel and share the environment.
+        let name = "SLUICE_CONFIG_TEST_HUGE_DURATION";
+        std::env::set_var(name, "99999999999999999999h");
+        let error = env_duration(name, "1s").unwrap_err().to_string();
+        std::env::remove_var(name);
+        assert!(
+            error.contains(name) && error.contains("at most 24h"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn worker_durations_built_in_code_stay_within_a_day() {
+        let two_days = Duration::from_secs(2 * 24 * 60 * 60);
+        let grace = WorkerConfig {
+            shutdown_grace: two_days,
+            ..worker()
+        };
+        let error = grace.validate().unwrap_err().to_string();
+        assert!(error.contains("SHUTDOWN_GRACE"), "{error}");
+        let stall = WorkerConfig {
+            stall_after: two_days,
+            ..worker()
+        };
+        let error = stall.validate().unwrap_err().to_string();
+        assert!(error.contains("STALL_AFTER"), "{error}");
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused() {
+        // Only this test sets these variables, and one at a time, so each error is its own.
+        for (name, value) in [
+            ("RETRY_MULTIPLIER", "NaN"),
+            ("RETRY_MULTIPLIER", "inf"),
+            ("RETRY_JITTER", "NaN"),
+            ("RETRY_JITTER", "-inf"),
+            ("DEAD_LETTER_MAX_SHARE", "NaN"),
+            ("DEAD_LETTER_MAX_SHARE", "inf"),
+        ] {
+            std::env::set_var(name, value);
+            let error = if name.starts_with("RETRY_") {
+                RetryConfig::from_env().map(drop)
+            } else {
+                WorkerConfig::from_env("test").map(drop)
+            };
+            std::env::remove_var(name);
+            let error = error.unwrap_err().to_string();
+            assert!(error.contains(name), "{name}={value}: {error}");
+        }
     }
 }

@@ -1,6 +1,12 @@
 //! The one way sluice consumes: a [`Feed`] of events — messages, and the partitions a rebalance
-//! assigned or revoked — in the order they happened, over a group consumer that stores offsets
+//! assigned or revoked — in the order they happened, over group consumers that store offsets
 //! only when told.
+//!
+//! A feed reads its topics through one consumer per fetch wait ([`Subscription`]): topics on
+//! a job's way to its answer are fetched with a short wait, topics nobody waits on (returns
+//! from the retry tiers, dead letters, heartbeats) with a long one. On a broker such as Nisshi,
+//! which answers an empty fetch by reading every requested partition again in rounds until the
+//! wait is over, the long wait is what keeps a pipeline at rest cheap.
 //!
 //! librdkafka runs rebalance callbacks inside a poll, between messages. The callbacks only queue
 //! an event; [`Feed::next`] hands queued events out before the message that poll returned, so a
@@ -10,7 +16,7 @@
 //! polling, so it never overstays `max.poll.interval.ms` and is never thrown out of its group
 //! for being busy.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,8 +92,22 @@ fn single(partition: &TopicPartition) -> TopicPartitionList {
     tpl
 }
 
+/// Topics read with one fetch wait, by one consumer of a group of their own.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub topics: Vec<String>,
+    /// How long the broker may hold a fetch with no data.
+    pub fetch_wait_ms: u32,
+    /// The consumer group, distinct per subscription so that each group's members share
+    /// the same topics.
+    pub group: String,
+}
+
 pub struct Feed {
-    consumer: StreamConsumer<FeedContext>,
+    /// One per non-empty subscription.
+    consumers: Vec<StreamConsumer<FeedContext>>,
+    /// Which consumer reads each topic.
+    reader: HashMap<String, usize>,
     rebalances: Rebalances,
     /// Public input topics: sluice's own headers are dropped from their messages.
     untrusted: HashSet<String>,
@@ -108,17 +128,40 @@ impl Feed {
         untrusted: &[String],
         fetch_wait_ms: u32,
     ) -> Result<Self, PipelineError> {
+        let subscription = Subscription {
+            topics: topics.to_vec(),
+            fetch_wait_ms,
+            group: group.to_string(),
+        };
+        Self::subscribe_all(kafka, &[subscription], untrusted)
+    }
+
+    /// Joins each subscription's group on its topics. sluice's own headers are dropped from
+    /// messages of the `untrusted` topics.
+    pub fn subscribe_all(
+        kafka: &KafkaConfig,
+        subscriptions: &[Subscription],
+        untrusted: &[String],
+    ) -> Result<Self, PipelineError> {
         let rebalances = Rebalances::default();
-        let consumer: StreamConsumer<FeedContext> =
-            kafka::consumer_config(kafka, group, fetch_wait_ms).create_with_context(
-                FeedContext {
-                    rebalances: rebalances.clone(),
-                },
-            )?;
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&names)?;
+        let mut consumers = Vec::new();
+        let mut reader = HashMap::new();
+        for subscription in subscriptions.iter().filter(|s| !s.topics.is_empty()) {
+            let consumer: StreamConsumer<FeedContext> =
+                kafka::consumer_config(kafka, &subscription.group, subscription.fetch_wait_ms)
+                    .create_with_context(FeedContext {
+                        rebalances: rebalances.clone(),
+                    })?;
+            let names: Vec<&str> = subscription.topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&names)?;
+            for topic in &subscription.topics {
+                reader.insert(topic.clone(), consumers.len());
+            }
+            consumers.push(consumer);
+        }
         Ok(Self {
-            consumer,
+            consumers,
+            reader,
             rebalances,
             untrusted: untrusted.iter().cloned().collect(),
             assigned: BTreeSet::new(),
@@ -127,16 +170,32 @@ impl Feed {
         })
     }
 
-    /// The next event. Cancel-safe: nothing is taken from the client unless it is returned.
+    /// The consumer that reads `topic`.
+    fn consumer_of(&self, topic: &str) -> Option<&StreamConsumer<FeedContext>> {
+        self.reader.get(topic).map(|&i| &self.consumers[i])
+    }
+
+    /// The next event. Cancel-safe: nothing is taken from a client unless it is returned.
     pub async fn next(&mut self) -> Event {
         loop {
             if let Some(event) = self.pop_rebalance() {
                 return event;
             }
-            match self.consumer.recv().await {
-                Ok(message) => {
-                    let trusted = !self.untrusted.contains(message.topic());
-                    let job = Job::from_message(&message, trusted);
+            if self.consumers.is_empty() {
+                return std::future::pending().await;
+            }
+            let received = {
+                let receives = self.consumers.iter().map(|c| Box::pin(c.recv()));
+                match futures::future::select_all(receives).await.0 {
+                    Ok(message) => {
+                        let trusted = !self.untrusted.contains(message.topic());
+                        Ok(Job::from_message(&message, trusted))
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match received {
+                Ok(job) => {
                     // A rebalance served during this poll came before the message.
                     if let Some(event) = self.pop_rebalance() {
                         self.rebalances
@@ -183,11 +242,14 @@ impl Feed {
     }
 
     fn set_paused(&self, partition: &TopicPartition, paused: bool) {
+        let Some(consumer) = self.consumer_of(&partition.topic) else {
+            return;
+        };
         let tpl = single(partition);
         let done = if paused {
-            self.consumer.pause(&tpl)
+            consumer.pause(&tpl)
         } else {
-            self.consumer.resume(&tpl)
+            consumer.resume(&tpl)
         };
         if let Err(e) = done {
             tracing::warn!(error = %e, ?partition, paused, "could not pause or resume");
@@ -227,23 +289,53 @@ impl Feed {
         }
     }
 
+    /// Reads `partitions` again from the start of their logs. What the client had fetched from
+    /// the old position is discarded by it.
+    pub fn rewind(&mut self, partitions: &[TopicPartition]) {
+        for partition in partitions {
+            let Some(consumer) = self.consumer_of(&partition.topic) else {
+                continue;
+            };
+            if let Err(e) = consumer.seek(
+                &partition.topic,
+                partition.partition,
+                Offset::Beginning,
+                Duration::from_secs(5),
+            ) {
+                // Not fatal to the data: the stored position was set back, so nothing from the
+                // committed offset on is skipped; only what lies below it is not read again.
+                tracing::error!(error = %e, ?partition, "could not rewind a partition");
+            }
+        }
+    }
+
     /// Stores commit points (the next offset to consume) for the next automatic commit.
     pub fn store<'a>(&self, points: impl IntoIterator<Item = (&'a str, i32, i64)>) {
-        let mut tpl = TopicPartitionList::new();
+        let mut lists: Vec<TopicPartitionList> = self
+            .consumers
+            .iter()
+            .map(|_| TopicPartitionList::new())
+            .collect();
         for (topic, partition, next) in points {
-            let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(next));
+            if let Some(&i) = self.reader.get(topic) {
+                let _ = lists[i].add_partition_offset(topic, partition, Offset::Offset(next));
+            }
         }
-        if tpl.count() > 0 {
-            if let Err(e) = self.consumer.store_offsets(&tpl) {
-                tracing::debug!(error = %e, "could not store offsets (partition revoked?)");
+        for (consumer, tpl) in self.consumers.iter().zip(&lists) {
+            if tpl.count() > 0 {
+                if let Err(e) = consumer.store_offsets(tpl) {
+                    tracing::debug!(error = %e, "could not store offsets (partition revoked?)");
+                }
             }
         }
     }
 
     /// Commits what was stored, now.
     pub fn commit(&self) {
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "final commit had nothing to do or failed");
+        for consumer in &self.consumers {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "final commit had nothing to do or failed");
+            }
         }
     }
 }

@@ -41,29 +41,43 @@ async fn send(ctx: &StageContext, heartbeat: &Heartbeat) {
 /// The heartbeat of a running stage; `stop` sends the last one.
 pub struct HeartbeatTask {
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    /// `None` once `failed` has seen the task end: a finished `JoinHandle` must not be awaited
+    /// again (tokio panics), and `stop` still runs after that.
+    task: Option<JoinHandle<()>>,
 }
 
 impl HeartbeatTask {
     pub fn spawn(ctx: Arc<StageContext>, role: &str) -> Self {
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(ctx, role.to_string(), stop.clone()));
-        Self { stop, task }
+        Self {
+            stop,
+            task: Some(task),
+        }
     }
 
     /// Resolves only if the task ended on its own, which it never should: the caller treats
-    /// that as a failure of the process.
+    /// that as a failure of the process. Resolves once; after that it never does again.
+    /// Cancel-safe, so it can be a `select!` branch polled over and over.
     pub async fn failed(&mut self) -> String {
-        match (&mut self.task).await {
+        let Some(task) = &mut self.task else {
+            return std::future::pending().await;
+        };
+        let ended = task.await;
+        self.task = None;
+        match ended {
             Err(e) if e.is_panic() => format!("heartbeat task panicked: {e}"),
             Err(e) => format!("heartbeat task ended: {e}"),
             Ok(()) => "heartbeat task ended".into(),
         }
     }
 
+    /// Sends the last heartbeat and waits for it; nothing to wait for if the task has ended.
     pub async fn stop(self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
     }
 }
 
@@ -85,4 +99,33 @@ async fn run(ctx: Arc<StageContext>, role: String, stop: CancellationToken) {
         }
     }
     send(&ctx, &beat(&ctx, &role, WorkerState::Stopped)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    /// A heartbeat whose task is `task` (spawning the real one needs a broker).
+    fn with_task(task: JoinHandle<()>) -> HeartbeatTask {
+        HeartbeatTask {
+            stop: CancellationToken::new(),
+            task: Some(task),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stop_after_failed_returns() {
+        let mut ended = with_task(tokio::spawn(async {}));
+        assert_eq!(ended.failed().await, "heartbeat task ended");
+        // Reported once: polled again (the next turn of a select loop), it stays pending.
+        assert!(ended.failed().now_or_never().is_none());
+        ended.stop().await;
+
+        let mut panicked = with_task(tokio::spawn(async { panic!("boom") }));
+        let reason = panicked.failed().await;
+        assert!(reason.starts_with("heartbeat task panicked"), "{reason}");
+        panicked.stop().await;
+    }
 }

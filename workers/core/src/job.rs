@@ -133,12 +133,14 @@ pub trait Handler: Send + Sync + 'static {
         join_all(jobs.iter().map(|job| self.handle(job, cx)))
     }
 
-    /// Called when partitions are assigned, before any of their messages is handled. An error
-    /// stops the stage (a transient one is retried first, with backoff).
+    /// Called when partitions are assigned, before any of their messages is handled. Returns
+    /// those of them to read again from the start of their log (state kept outside Kafka says
+    /// the group's committed offset belongs to a log that is gone). An error stops the stage
+    /// (a transient one is retried first, with backoff).
     fn on_assigned(
         &self,
         _partitions: &[TopicPartition],
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
-        async { Ok(()) }
+    ) -> impl Future<Output = Result<Vec<TopicPartition>, HandlerError>> + Send {
+        async { Ok(Vec::new()) }
     }
 }

@@ -8,6 +8,12 @@ use tokio::time::Instant;
 
 use crate::error::PipelineError;
 
+/// The lowest rate a [`RateLimiter`] keeps: one an hour. The wait for the next token is
+/// `1 / per_sec`, and a rate such as `1e-30` (or a subnormal one, whose inverse is infinite)
+/// would make a wait no `Duration` or `Instant` can hold; a lower rate is taken as this one.
+/// Rates come from the configuration, which should refuse those below it.
+pub const MIN_RATE_PER_SEC: f64 = 1.0 / 3_600.0;
+
 /// A token bucket: on average `per_sec` takes a second, with bursts of a tenth of a second's
 /// worth (at least one).
 #[derive(Debug)]
@@ -19,8 +25,10 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// `per_sec` must be positive and finite (the configuration checks it).
+    /// `per_sec` should be positive and finite (the configuration checks it); anything below
+    /// [`MIN_RATE_PER_SEC`], `NaN` included, counts as that, so no wait can overflow.
     pub fn new(per_sec: f64) -> Self {
+        let per_sec = per_sec.max(MIN_RATE_PER_SEC);
         let burst = (per_sec / 10.0).max(1.0);
         Self {
             per_sec,
@@ -127,6 +135,27 @@ mod tests {
         let mut off = DeadLetterGuard::new(10, 1.0);
         for _ in 0..30 {
             off.record(true).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_limiter_bounds_its_wait_whatever_the_rate() {
+        let now = Instant::now();
+        let longest = Duration::from_secs_f64(1.0 / MIN_RATE_PER_SEC);
+        for rate in [1e-30, 1e-320, f64::MIN_POSITIVE, 0.0, -1.0, f64::NAN] {
+            let mut limiter = RateLimiter::new(rate);
+            assert!(
+                limiter.try_take(now).is_ok(),
+                "rate {rate}: the first token"
+            );
+            let next = limiter.try_take(now).unwrap_err();
+            assert!(next <= now + longest, "rate {rate}: waits {:?}", next - now);
+            // Waking then finds the token there (a millisecond later: the wait is rounded).
+            let woken = next + Duration::from_millis(1);
+            assert!(
+                limiter.try_take(woken).is_ok(),
+                "rate {rate}: the token after the wait"
+            );
         }
     }
 }

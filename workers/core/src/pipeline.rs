@@ -19,17 +19,18 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use futures::FutureExt;
+use rdkafka::error::RDKafkaErrorCode;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{env_duration, env_or, ConfigError};
-use crate::consumer::{Event, Feed};
+use crate::consumer::{Event, Feed, Subscription};
 use crate::context::StageContext;
 use crate::error::{ErrorClass, HandlerError, PipelineError};
 use crate::heartbeat::HeartbeatTask;
 use crate::job::{Cx, Handler, Job, Outcome, TopicPartition};
-use crate::kafka::PublishError;
+use crate::kafka::{PublishError, MESSAGE_MAX_BYTES};
 use crate::limits::{DeadLetterGuard, RateLimiter};
 use crate::retry::publish_dead_letter;
 use crate::topics::ensure_topics;
@@ -88,11 +89,12 @@ impl Execution {
         let prefix = role.to_ascii_uppercase();
         let rate_name = format!("{prefix}_RATE_LIMIT");
         let rate: f64 = env_or(&rate_name, rate_per_sec)?;
-        if !rate.is_finite() || rate < 0.0 {
+        if !rate.is_finite() || rate < 0.0 || (rate > 0.0 && rate < crate::limits::MIN_RATE_PER_SEC)
+        {
             return Err(ConfigError::Invalid {
                 name: rate_name,
                 value: rate.to_string(),
-                reason: "must be a number ≥ 0 (0: no limit)".into(),
+                reason: "must be 0 (no limit) or at least 1/3600 (one an hour)".into(),
             });
         }
         Ok(Self::PerMessage {
@@ -151,7 +153,12 @@ fn nonzero(duration: Duration) -> Option<Duration> {
 #[derive(Debug, Clone)]
 pub struct Stage {
     pub role: String,
+    /// Topics on a job's way to its answer: fetched with `KAFKA_FETCH_WAIT_MAX_MS`.
     pub inputs: Vec<String>,
+    /// Topics nobody waits on (dead letters, heartbeats): fetched with the long
+    /// `KAFKA_SLOW_FETCH_WAIT_MAX_MS`, by a consumer of their own, as is the stage's returns
+    /// topic.
+    pub slow_inputs: Vec<String>,
     pub execution: Execution,
     /// Transient failures retried in place (with the retry policy's delays) rather than
     /// through the retry topics. Always so for [`Execution::PerKey`].
@@ -164,8 +171,15 @@ impl Stage {
             role: role.to_string(),
             retry_in_place: matches!(execution, Execution::PerKey { .. }),
             inputs,
+            slow_inputs: Vec::new(),
             execution,
         }
+    }
+
+    /// Also reads `topics`, which nobody waits on, with the long fetch wait.
+    pub fn with_slow_inputs(mut self, topics: Vec<String>) -> Self {
+        self.slow_inputs = topics;
+        self
     }
 
     /// For a stage that owns no retry topics: its rare transient failures wait in place.
@@ -185,28 +199,37 @@ pub async fn run_stage<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<(), PipelineError> {
     let return_topic = ctx.topics.returns(&stage.role);
-    let mut subscribed = stage.inputs.clone();
+    let mut slow = stage.slow_inputs.clone();
     if !stage.retry_in_place {
         ensure_topics(&ctx.kafka, std::slice::from_ref(&return_topic)).await?;
-        subscribed.push(return_topic.clone());
+        // A retried message has waited a tier delay already; a long fetch wait adds little.
+        slow.push(return_topic.clone());
     }
     let public = ctx.topics.job_inputs();
     let untrusted: Vec<String> = stage
         .inputs
         .iter()
+        .chain(&stage.slow_inputs)
         .filter(|t| public.contains(t))
         .cloned()
         .collect();
-    let feed = Feed::subscribe(
-        &ctx.kafka,
-        &ctx.topics.group(&stage.role),
-        &subscribed,
-        &untrusted,
-        ctx.kafka.fetch_wait_max_ms,
-    )?;
+    let subscriptions = [
+        Subscription {
+            topics: stage.inputs.clone(),
+            fetch_wait_ms: ctx.kafka.fetch_wait_max_ms,
+            group: ctx.topics.group(&stage.role),
+        },
+        Subscription {
+            topics: slow,
+            fetch_wait_ms: ctx.kafka.slow_fetch_wait_max_ms,
+            group: ctx.topics.slow_group(&stage.role),
+        },
+    ];
+    let feed = Feed::subscribe_all(&ctx.kafka, &subscriptions, &untrusted)?;
     let mut heartbeat = HeartbeatTask::spawn(ctx.clone(), &stage.role);
     tracing::info!(role = %stage.role, instance = %ctx.worker.instance_id,
-        inputs = ?stage.inputs, execution = ?stage.execution, "stage started");
+        inputs = ?stage.inputs, slow_inputs = ?stage.slow_inputs, execution = ?stage.execution,
+        "stage started");
 
     let shared = Arc::new(Shared {
         ctx: ctx.clone(),
@@ -300,8 +323,12 @@ struct StageLoop<H> {
     rate_wait: Option<Instant>,
     guard: DeadLetterGuard,
     /// The handler's `on_assigned` running; nothing is dispatched meanwhile.
-    assigning: Option<JoinHandle<Result<(), HandlerError>>>,
+    assigning: Option<JoinHandle<Result<Vec<TopicPartition>, HandlerError>>>,
     assignments: VecDeque<Vec<TopicPartition>>,
+    /// Cancelled when a partition is revoked, so that its work still in flight — a call, or
+    /// a transient failure retried in place — stops instead of racing the partition's next
+    /// owner (which would let an older message of a key land after a newer one).
+    ownership: HashMap<(String, i32), CancellationToken>,
 }
 
 impl<H: Handler> StageLoop<H> {
@@ -331,6 +358,7 @@ impl<H: Handler> StageLoop<H> {
             guard,
             assigning: None,
             assignments: VecDeque::new(),
+            ownership: HashMap::new(),
         }
     }
 
@@ -341,6 +369,9 @@ impl<H: Handler> StageLoop<H> {
     ) -> Result<(), PipelineError> {
         loop {
             self.dispatch();
+            // Every pass, not only when something is dispatched: messages piling up while
+            // assigned partitions are checked must show as waiting (and then as stalled).
+            self.shared.ctx.stats.set_waiting(self.buffered());
             self.apply_backpressure();
             let timer = self.next_timer();
             tokio::select! {
@@ -390,27 +421,38 @@ impl<H: Handler> StageLoop<H> {
                 }
             }
             Event::Revoked(revoked) => {
-                let gone: HashSet<(&str, i32)> = revoked
-                    .iter()
-                    .map(|p| (p.topic.as_str(), p.partition))
-                    .collect();
                 // Not stored: the partitions' next owner receives these again.
-                self.waiting
-                    .retain(|p| !gone.contains(&(p.job.topic.as_str(), p.job.partition)));
-                self.keys.retain(|(topic, partition, _), _| {
-                    !gone.contains(&(topic.as_str(), *partition))
-                });
-                self.ready
-                    .retain(|(topic, partition, _)| !gone.contains(&(topic.as_str(), *partition)));
-                self.keyed = self.keys.values().map(VecDeque::len).sum();
+                self.forget(&revoked);
                 for p in &revoked {
-                    self.tracker.forget(&p.topic, p.partition);
+                    if let Some(ownership) = self.ownership.remove(&(p.topic.clone(), p.partition))
+                    {
+                        ownership.cancel();
+                    }
                 }
             }
             Event::Assigned(assigned) => {
                 self.assignments.push_back(assigned);
                 self.start_assignment();
             }
+        }
+    }
+
+    /// Drops what was received from `partitions` and not handled yet, and starts their offset
+    /// tracking over.
+    fn forget(&mut self, partitions: &[TopicPartition]) {
+        let gone: HashSet<(&str, i32)> = partitions
+            .iter()
+            .map(|p| (p.topic.as_str(), p.partition))
+            .collect();
+        self.waiting
+            .retain(|p| !gone.contains(&(p.job.topic.as_str(), p.job.partition)));
+        self.keys
+            .retain(|(topic, partition, _), _| !gone.contains(&(topic.as_str(), *partition)));
+        self.ready
+            .retain(|(topic, partition, _)| !gone.contains(&(topic.as_str(), *partition)));
+        self.keyed = self.keys.values().map(VecDeque::len).sum();
+        for p in partitions {
+            self.tracker.forget(&p.topic, p.partition);
         }
     }
 
@@ -444,11 +486,20 @@ impl<H: Handler> StageLoop<H> {
 
     fn assignment_finished(
         &mut self,
-        done: Result<Result<(), HandlerError>, JoinError>,
+        done: Result<Result<Vec<TopicPartition>, HandlerError>, JoinError>,
     ) -> Result<(), PipelineError> {
         self.assigning = None;
         match done {
-            Ok(Ok(())) | Ok(Err(HandlerError::Interrupted)) => {
+            Ok(Ok(rewind)) => {
+                if !rewind.is_empty() {
+                    // Nothing of these was dispatched while they were checked.
+                    self.forget(&rewind);
+                    self.feed.rewind(&rewind);
+                }
+                self.start_assignment();
+                Ok(())
+            }
+            Ok(Err(HandlerError::Interrupted)) => {
                 self.start_assignment();
                 Ok(())
             }
@@ -509,14 +560,28 @@ impl<H: Handler> StageLoop<H> {
                 }
             }
         }
-        self.shared.ctx.stats.set_waiting(self.buffered());
     }
 
     fn spawn(&mut self, unit: Vec<Pending>, key: Option<KeyId>) {
         self.shared.ctx.stats.started(unit.len());
+        // A batch may span partitions and finishes quickly: only single messages, which may
+        // call slowly or wait to retry in place, stop when their partition is revoked.
+        let revoked = match unit.as_slice() {
+            [one] => self
+                .ownership
+                .entry((one.job.topic.clone(), one.job.partition))
+                .or_default()
+                .child_token(),
+            _ => CancellationToken::new(),
+        };
         let (jobs, generations) = unit.into_iter().map(|p| (p.job, p.generation)).unzip();
-        self.tasks
-            .spawn(run_unit(self.shared.clone(), jobs, generations, key));
+        self.tasks.spawn(run_unit(
+            self.shared.clone(),
+            jobs,
+            generations,
+            key,
+            revoked,
+        ));
     }
 
     /// When the loop must wake with no event: a batch window closing, a rate token coming.
@@ -621,8 +686,8 @@ impl<H: Handler> StageLoop<H> {
 }
 
 async fn assignment_done(
-    slot: &mut Option<JoinHandle<Result<(), HandlerError>>>,
-) -> Result<Result<(), HandlerError>, JoinError> {
+    slot: &mut Option<JoinHandle<Result<Vec<TopicPartition>, HandlerError>>>,
+) -> Result<Result<Vec<TopicPartition>, HandlerError>, JoinError> {
     match slot {
         Some(handle) => handle.await,
         None => std::future::pending().await,
@@ -646,11 +711,13 @@ fn panic_text(e: JoinError) -> String {
 }
 
 /// Handles one unit (a batch, or one message), then publishes what became of each message.
+/// When `revoked` fires first, the unit is abandoned: the partition's next owner handles it.
 async fn run_unit<H: Handler>(
     shared: Arc<Shared<H>>,
     mut jobs: Vec<Job>,
     generations: Vec<u64>,
     key: Option<KeyId>,
+    revoked: CancellationToken,
 ) -> Report {
     let mut outcomes = if shared.batched {
         let cx = Cx::new(shared.shutdown.clone(), None);
@@ -673,14 +740,23 @@ async fn run_unit<H: Handler>(
     } else {
         let mut outcomes = Vec::with_capacity(1);
         for job in &jobs {
-            outcomes.push(attempt(&shared, job).await);
+            outcomes.push(attempt(&shared, job, &revoked).await);
         }
         outcomes
     };
     if shared.retry_in_place {
         for (job, outcome) in jobs.iter_mut().zip(outcomes.iter_mut()) {
-            retry_in_place(&shared, job, outcome).await;
+            retry_in_place(&shared, job, outcome, &revoked).await;
         }
+    }
+    if revoked.is_cancelled() {
+        return Report {
+            deliveries: vec![Delivery::Abandoned; jobs.len()],
+            jobs,
+            generations,
+            key,
+            failure: None,
+        };
     }
     let delivered = join_all(
         jobs.iter()
@@ -707,25 +783,42 @@ async fn run_unit<H: Handler>(
     }
 }
 
-/// One call of the handler for one message, within the stage's timeout.
-async fn attempt<H: Handler>(shared: &Shared<H>, job: &Job) -> Outcome {
+/// One call of the handler for one message, within the stage's timeout; given up (as
+/// interrupted) when the message's partition is revoked meanwhile.
+async fn attempt<H: Handler>(
+    shared: &Shared<H>,
+    job: &Job,
+    revoked: &CancellationToken,
+) -> Outcome {
     let cx = Cx::new(shared.shutdown.clone(), shared.timeout);
-    match shared.timeout {
-        None => shared.handler.handle(job, &cx).await,
-        Some(limit) => tokio::time::timeout(limit, shared.handler.handle(job, &cx))
-            .await
-            .unwrap_or_else(|_| {
-                Err(HandlerError::transient(
-                    ErrorClass::Timeout,
-                    format!("no outcome within {limit:?}"),
-                ))
-            }),
+    let call = async {
+        match shared.timeout {
+            None => shared.handler.handle(job, &cx).await,
+            Some(limit) => tokio::time::timeout(limit, shared.handler.handle(job, &cx))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(HandlerError::transient(
+                        ErrorClass::Timeout,
+                        format!("no outcome within {limit:?}"),
+                    ))
+                }),
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = revoked.cancelled() => Err(HandlerError::Interrupted),
+        outcome = call => outcome,
     }
 }
 
 /// Retries a transient failure in place, with the retry policy's delays (or longer, when the
 /// dependency asked), until it passes or its attempts are spent; the message's key waits.
-async fn retry_in_place<H: Handler>(shared: &Shared<H>, job: &mut Job, outcome: &mut Outcome) {
+async fn retry_in_place<H: Handler>(
+    shared: &Shared<H>,
+    job: &mut Job,
+    outcome: &mut Outcome,
+    revoked: &CancellationToken,
+) {
     let policy = &shared.ctx.retry;
     loop {
         let delay = match outcome {
@@ -741,10 +834,14 @@ async fn retry_in_place<H: Handler>(shared: &Shared<H>, job: &mut Job, outcome: 
                 *outcome = Err(HandlerError::Interrupted);
                 return;
             }
+            _ = revoked.cancelled() => {
+                *outcome = Err(HandlerError::Interrupted);
+                return;
+            }
             _ = tokio::time::sleep(delay) => {}
         }
         job.attempt += 1;
-        *outcome = attempt(shared, job).await;
+        *outcome = attempt(shared, job, revoked).await;
     }
 }
 
@@ -758,7 +855,17 @@ async fn deliver<H: Handler>(
     let ctx = &shared.ctx;
     let (outputs, dead) = match outcome {
         Ok(outputs) => (outputs, false),
-        Err(HandlerError::Interrupted) => return Ok(Delivery::Abandoned),
+        Err(HandlerError::Interrupted) if shared.shutdown.is_cancelled() => {
+            return Ok(Delivery::Abandoned)
+        }
+        // Left uncommitted with the stage running, it would pin its partition's commit point
+        // until the process restarts, with nothing to show for it.
+        Err(HandlerError::Interrupted) => {
+            return Err(PipelineError::BrokenContract(format!(
+                "the handler said interrupted for {}[{}]@{} while the stage was not shutting down",
+                job.topic, job.partition, job.offset
+            )))
+        }
         Err(HandlerError::Fatal { class, message }) => {
             return Err(PipelineError::Fatal { class, message })
         }
@@ -772,18 +879,28 @@ async fn deliver<H: Handler>(
             (vec![next], dead)
         }
     };
-    let published = join_all(
-        outputs
-            .iter()
-            .map(|o| ctx.publisher.publish(o, &shared.shutdown)),
-    )
-    .await;
-    let mut undeliverable = None;
-    for result in published {
-        match result {
-            Ok(()) => {}
-            Err(PublishError::Interrupted) => return Ok(Delivery::Abandoned),
-            Err(e) => undeliverable = Some(e),
+    // An output too large for any broker is refused before any is sent: publishing the others
+    // first would send them twice when the dead letter is replayed.
+    let mut undeliverable = outputs
+        .iter()
+        .find(|o| o.payload.len() > MESSAGE_MAX_BYTES)
+        .map(|o| PublishError::Undeliverable {
+            topic: o.topic.clone(),
+            code: RDKafkaErrorCode::MessageSizeTooLarge,
+        });
+    if undeliverable.is_none() {
+        let published = join_all(
+            outputs
+                .iter()
+                .map(|o| ctx.publisher.publish(o, &shared.shutdown)),
+        )
+        .await;
+        for result in published {
+            match result {
+                Ok(()) => {}
+                Err(PublishError::Interrupted) => return Ok(Delivery::Abandoned),
+                Err(e) => undeliverable = Some(e),
+            }
         }
     }
     let Some(refused) = undeliverable else {

@@ -1,10 +1,16 @@
-//! Dead letters: listing them, and replaying each one once however many `sluice dlq replay`
-//! run at the same time.
+//! Dead letters: listing them, and replaying each dead message once however many `sluice dlq
+//! replay` run at the same time, and whatever becomes of a run half-way.
 //!
-//! A replay *claims* a letter before publishing it (sets `replayed_at` where it is still
-//! NULL), so of two runs only one publishes; with it, it claims the other unreplayed letters of
-//! the same message (one dead-lettered twice), which are never published. If the publish fails,
-//! [`release`] gives all of it back.
+//! A replay goes in three steps. [`claim_replay`] *claims* the letter, with every other unreplayed
+//! letter of the same message (one dead-lettered twice), by stamping `replay_claimed_at`: other
+//! runs leave a claimed message alone for [`REPLAY_LEASE`]. The caller publishes it, then
+//! [`finish_replay`] marks the letters replayed and makes the job pending again; a failed publish
+//! [`release`]s the claim instead. A run that dies in between leaves only a claim, which the next
+//! replay takes over once it is older than the lease: the letter is never counted replayed
+//! without having been published (though a run that dies after the broker's acknowledgement and
+//! before finishing has its message published again).
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
@@ -55,44 +61,151 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<Option<DeadLetter>, sqlx::Err
         .await
 }
 
-/// A letter claimed for replay, with what the claim changed.
+/// How long a claim keeps other runs off a message. Longer than a publish can take (up to 30 s
+/// waiting for room in the producer's queue, then `message.timeout.ms`, 30 s by default), so a
+/// message is only taken over from a run that is no longer publishing it.
+pub const REPLAY_LEASE: Duration = Duration::from_secs(120);
+
+/// What claiming a letter for replay found.
 #[derive(Debug, Clone)]
-pub struct ReplayClaim {
-    pub id: i64,
-    /// Unreplayed letters of the same message, marked replayed with it.
-    pub duplicates: Vec<i64>,
-    /// The job made pending again, and the error it had died of.
-    revived_job: Option<(Uuid, Option<String>)>,
+pub enum Claim {
+    /// Ours to publish, then to [`finish_replay`] or [`release`].
+    Claimed(ReplayClaim),
+    /// Replayed already, by another run or with a copy of it.
+    Replayed,
+    /// The same message as letter `of`, which is replayed already: the letters `copies` (this
+    /// one among them) are marked replayed now, and must not be published.
+    CopyOf { of: i64, copies: Vec<i64> },
+    /// Another run claimed the message less than [`REPLAY_LEASE`] ago and may be publishing it.
+    Busy,
 }
 
-/// Claims `letter` for replay: `None` when it is replayed already (another run claimed it, or
-/// it was a duplicate of one replayed). In the same transaction, marks its duplicates replayed
-/// and makes its job pending again if it is dead.
-///
-/// Duplicates are the unreplayed letters of the same original position (topic, partition,
-/// offset). Without a complete position, those of the same job id, topic and key that have
-/// none either (the key matters: every part of a split job carries the job's id); without a job
-/// id there is no telling, and a letter is its own.
-pub async fn claim_replay(
+/// The letters of one message claimed for replay.
+#[derive(Debug, Clone)]
+pub struct ReplayClaim {
+    /// The unreplayed letters of the message, the one asked for among them.
+    letters: Vec<i64>,
+    /// The claim's stamp: only the claim this run made is given back.
+    claimed_at: DateTime<Utc>,
+}
+
+/// A letter of the same message as the one being replayed, as it stands.
+#[derive(Debug, FromRow)]
+struct LetterState {
+    id: i64,
+    replayed: bool,
+    /// Claimed by a replay less than [`REPLAY_LEASE`] ago.
+    claimed: bool,
+}
+
+/// Claims `letter` for replay, with the other unreplayed letters of the same message, unless
+/// the message is replayed already or another run holds it.
+pub async fn claim_replay(pool: &PgPool, letter: &DeadLetter) -> Result<Claim, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let message = lock_same_message(&mut tx, letter).await?;
+    if !message.iter().any(|c| c.id == letter.id && !c.replayed) {
+        return Ok(Claim::Replayed);
+    }
+    let unreplayed = unreplayed_ids(&message);
+    // The same death replayed before: see `lock_same_message` for why it is not a new one.
+    if let Some(of) = message.iter().find(|c| c.replayed).map(|c| c.id) {
+        mark_replayed(&mut tx, &unreplayed).await?;
+        tx.commit().await?;
+        return Ok(Claim::CopyOf {
+            of,
+            copies: unreplayed,
+        });
+    }
+    if message.iter().any(|c| c.claimed) {
+        return Ok(Claim::Busy);
+    }
+    // The transaction's time, the clock every lease is measured by.
+    let claimed_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE dead_letters SET replay_claimed_at = $2 WHERE id = ANY($1)")
+        .bind(&unreplayed)
+        .bind(claimed_at)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Claim::Claimed(ReplayClaim {
+        letters: unreplayed,
+        claimed_at,
+    }))
+}
+
+/// Ends the replay of `letter` once the broker acknowledged it: marks it replayed with every
+/// unreplayed letter of the same message (those persisted since the claim too), ends the claim,
+/// and makes the job pending again if it is dead. Returns the other letters marked.
+pub async fn finish_replay(
     pool: &PgPool,
     letter: &DeadLetter,
-) -> Result<Option<ReplayClaim>, sqlx::Error> {
+    claim: &ReplayClaim,
+) -> Result<Vec<i64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    // Locks the whole group in id order before changing any of it, so two runs claiming
-    // letters of one group queue up instead of deadlocking; the one that waited then finds the
-    // group replayed.
-    let group: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM dead_letters
-         WHERE replayed_at IS NULL
-           AND (id = $1
-                OR ($2::text IS NOT NULL AND $3::int IS NOT NULL AND $4::bigint IS NOT NULL
-                    AND (original_topic, original_partition, original_offset) = ($2, $3, $4))
-                OR (($2::text IS NULL OR $3::int IS NULL OR $4::bigint IS NULL)
-                    AND $5::uuid IS NOT NULL AND job_id = $5
-                    AND original_topic IS NOT DISTINCT FROM $2
-                    AND message_key IS NOT DISTINCT FROM $6
-                    AND (original_topic IS NULL OR original_partition IS NULL
-                         OR original_offset IS NULL)))
+    let message = lock_same_message(&mut tx, letter).await?;
+    let unreplayed = unreplayed_ids(&message);
+    mark_replayed(&mut tx, &unreplayed).await?;
+    if let Some(job_id) = letter.job_id {
+        let copies: Vec<i64> = message.iter().map(|c| c.id).collect();
+        revive_job(&mut tx, job_id, claim.claimed_at, &copies).await?;
+    }
+    tx.commit().await?;
+    Ok(unreplayed
+        .into_iter()
+        .filter(|id| *id != letter.id)
+        .collect())
+}
+
+/// Gives a claim back after its publish failed, so the next replay need not wait for the lease.
+/// A claim another run took over meanwhile is that run's and stays.
+pub async fn release(pool: &PgPool, claim: &ReplayClaim) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE dead_letters SET replay_claimed_at = NULL
+         WHERE id = ANY($1) AND replay_claimed_at = $2",
+    )
+    .bind(&claim.letters)
+    .bind(claim.claimed_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Locks every letter of the same message as `letter`, replayed or not, in id order, so two
+/// runs replaying letters of one message queue up instead of deadlocking.
+///
+/// Two letters are the same message when they failed at the same original position (topic,
+/// partition, offset) with the same payload and, when both have one, the same job id. The
+/// position alone is not enough: a broker whose log started over (a memory engine restarted, a
+/// topic created again) gives new messages the positions of old ones. Without a complete
+/// position, the letters of the same job id, topic, key and payload that have none either (the
+/// key matters: every part of a split job carries the job's id); without a job id there is no
+/// telling, and a letter is its own.
+///
+/// A letter of a message replayed already is the same death persisted again, never a new one:
+/// a replay publishes the message afresh, so a job that fails again after its replay dies from
+/// a new position.
+async fn lock_same_message(
+    tx: &mut sqlx::PgConnection,
+    letter: &DeadLetter,
+) -> Result<Vec<LetterState>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, replayed_at IS NOT NULL AS replayed,
+                coalesce(replay_claimed_at > now() - make_interval(secs => $8), false) AS claimed
+         FROM dead_letters
+         WHERE id = $1
+            OR ($2::text IS NOT NULL AND $3::int IS NOT NULL AND $4::bigint IS NOT NULL
+                AND (original_topic, original_partition, original_offset) = ($2, $3, $4)
+                AND (job_id IS NULL OR $5::uuid IS NULL OR job_id = $5)
+                AND payload = $7)
+            OR (($2::text IS NULL OR $3::int IS NULL OR $4::bigint IS NULL)
+                AND $5::uuid IS NOT NULL AND job_id = $5
+                AND original_topic IS NOT DISTINCT FROM $2
+                AND message_key IS NOT DISTINCT FROM $6
+                AND (original_topic IS NULL OR original_partition IS NULL
+                     OR original_offset IS NULL)
+                AND payload = $7)
          ORDER BY id
          FOR UPDATE",
     )
@@ -102,57 +215,50 @@ pub async fn claim_replay(
     .bind(letter.original_offset)
     .bind(letter.job_id)
     .bind(&letter.message_key)
-    .fetch_all(&mut *tx)
-    .await?;
-    if !group.contains(&letter.id) {
-        return Ok(None);
-    }
-    sqlx::query("UPDATE dead_letters SET replayed_at = now() WHERE id = ANY($1)")
-        .bind(&group)
-        .execute(&mut *tx)
-        .await?;
-    let mut revived_job = None;
-    if let Some(job_id) = letter.job_id {
-        let job: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT status, error FROM jobs WHERE job_id = $1 FOR UPDATE")
-                .bind(job_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(("dead", error)) = job.as_ref().map(|(s, e)| (s.as_str(), e)) {
-            sqlx::query("UPDATE jobs SET status = 'pending', error = NULL WHERE job_id = $1")
-                .bind(job_id)
-                .execute(&mut *tx)
-                .await?;
-            revived_job = Some((job_id, error.clone()));
-        }
-    }
-    tx.commit().await?;
-    Ok(Some(ReplayClaim {
-        id: letter.id,
-        duplicates: group.into_iter().filter(|id| *id != letter.id).collect(),
-        revived_job,
-    }))
+    .bind(&letter.payload)
+    .bind(REPLAY_LEASE.as_secs_f64())
+    .fetch_all(tx)
+    .await
 }
 
-/// Gives a claim back after its publish failed: the letters are unreplayed again, and the job
-/// dead again with its error if nothing else changed it meanwhile.
-pub async fn release(pool: &PgPool, claim: &ReplayClaim) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let ids: Vec<i64> = std::iter::once(claim.id)
-        .chain(claim.duplicates.iter().copied())
-        .collect();
-    sqlx::query("UPDATE dead_letters SET replayed_at = NULL WHERE id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
-    if let Some((job_id, error)) = &claim.revived_job {
-        sqlx::query(
-            "UPDATE jobs SET status = 'dead', error = $2 WHERE job_id = $1 AND status = 'pending'",
-        )
-        .bind(job_id)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await
+fn unreplayed_ids(message: &[LetterState]) -> Vec<i64> {
+    message
+        .iter()
+        .filter(|c| !c.replayed)
+        .map(|c| c.id)
+        .collect()
+}
+
+async fn mark_replayed(tx: &mut sqlx::PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE dead_letters SET replayed_at = now(), replay_claimed_at = NULL
+         WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Makes a dead job pending again after its message was published, unless it died once more
+/// since the claim (a letter of it that is not this message arrived meanwhile): it ran and
+/// failed again between the publish and now, and dead is then the truth.
+async fn revive_job(
+    tx: &mut sqlx::PgConnection,
+    job_id: Uuid,
+    claimed_at: DateTime<Utc>,
+    message: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'pending', error = NULL
+         WHERE job_id = $1 AND status = 'dead'
+           AND NOT EXISTS (SELECT 1 FROM dead_letters
+                           WHERE job_id = $1 AND dead_at > $2 AND id <> ALL($3))",
+    )
+    .bind(job_id)
+    .bind(claimed_at)
+    .bind(message)
+    .execute(tx)
+    .await?;
+    Ok(())
 }

@@ -85,6 +85,12 @@ impl Topics {
         self.name(&format!("group.{role}"))
     }
 
+    /// The consumer group in which a service reads the topics nobody waits on, with a long
+    /// fetch wait.
+    pub fn slow_group(&self, role: &str) -> String {
+        self.name(&format!("group.{role}.slow"))
+    }
+
     /// Every topic the services share (each stage creates its own returns topic).
     pub fn all(&self) -> Vec<String> {
         let mut all = self.job_inputs();

@@ -172,10 +172,18 @@ impl PersisterHandler {
             "the stored position belongs to a log that is gone (a broker that lost its data, a \
              topic created again, another cluster); going on with what the log holds, skipping \
              none of it");
-        store::restart_position(&self.pool, &self.group, stale)
+        let restarted = store::restart_position(&self.pool, &self.group, stale)
             .await
             .map_err(database_unavailable)?;
-        Ok(())
+        if restarted {
+            Ok(())
+        } else {
+            // A batch of the partition's previous owner committed meanwhile: look again.
+            Err(HandlerError::transient(
+                ErrorClass::Unavailable,
+                "a stored position moved while it was being checked",
+            ))
+        }
     }
 }
 
@@ -195,11 +203,17 @@ impl Handler for PersisterHandler {
 
     /// A stored position taken in a log that is gone would skip the new log's messages up to
     /// it: one beyond the log's end, or whose last applied message is not the one there now.
-    async fn on_assigned(&self, partitions: &[TopicPartition]) -> Result<(), HandlerError> {
+    /// Such a partition is also read again from its start, since the group's committed offset
+    /// may be as stale as the position.
+    async fn on_assigned(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<TopicPartition>, HandlerError> {
         let stored = store::positions(&self.pool, &self.group, partitions)
             .await
             .map_err(database_unavailable)?;
         let mut to_compare = Vec::new();
+        let mut restarted = Vec::new();
         for position in stored {
             let log_end = self
                 .logs
@@ -209,12 +223,13 @@ impl Handler for PersisterHandler {
             if position.next_offset > log_end {
                 self.restart(&position, &format!("beyond the log's end, {log_end}"))
                     .await?;
+                restarted.push(position.partition);
             } else if position.next_offset > 0 && position.last_timestamp_ms.is_some() {
                 to_compare.push(position);
             }
         }
         if to_compare.is_empty() {
-            return Ok(());
+            return Ok(restarted);
         }
         let last_applied = to_compare
             .iter()
@@ -234,10 +249,11 @@ impl Handler for PersisterHandler {
                         position.last_timestamp_ms.unwrap_or_default()
                     );
                     self.restart(position, &why).await?;
+                    restarted.push(position.partition.clone());
                 }
             }
         }
-        Ok(())
+        Ok(restarted)
     }
 
     async fn handle_batch(&self, jobs: &[Job], _cx: &Cx) -> Vec<Outcome> {
@@ -280,16 +296,14 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     let ctx = StageContext::from_env(worker, &shutdown).await?;
     let pool = connect_and_migrate(&db, &shutdown).await?;
     let topics = &ctx.topics;
-    let inputs = vec![
-        topics.results(),
-        topics.part_results(),
-        topics.dead_letters(),
-        topics.heartbeats(),
-    ];
+    let answers = vec![topics.results(), topics.part_results()];
+    let records = vec![topics.dead_letters(), topics.heartbeats()];
     let handler = PersisterHandler::new(pool, ctx.clone(), shutdown.clone())?;
     // Nothing comes back to the persister through the retry topics: a database outage is
     // waited out where it happens.
-    let stage = Stage::new(ROLE, inputs, execution).retrying_in_place();
+    let stage = Stage::new(ROLE, answers, execution)
+        .with_slow_inputs(records)
+        .retrying_in_place();
     sluice_core::run_stage(ctx, stage, handler, shutdown).await?;
     Ok(())
 }

@@ -53,6 +53,8 @@ pub struct DeadLetterRow {
     pub source_topic: String,
     pub source_partition: i32,
     pub source_offset: i64,
+    /// With the offset, names the dead-letter message even across a log that started over.
+    pub source_timestamp_ms: i64,
     pub original_topic: Option<String>,
     pub original_partition: Option<i32>,
     pub original_offset: Option<i64>,
@@ -261,6 +263,7 @@ pub fn parse_dead_letter(job: &Job) -> DeadLetterRow {
         source_topic: job.topic.clone(),
         source_partition: job.partition,
         source_offset: job.offset,
+        source_timestamp_ms: job.timestamp_ms.unwrap_or(-1),
         original_topic: header_str(headers, header::ORIGINAL_TOPIC).map(storable),
         original_partition: header_i64(headers, header::ORIGINAL_PARTITION)
             .and_then(|p| i32::try_from(p).ok()),

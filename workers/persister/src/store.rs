@@ -329,23 +329,30 @@ async fn insert_dead_letters(
     rows: &[DeadLetterRow],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let rows = first_per_key(rows, |r| {
-        (r.source_topic.clone(), r.source_partition, r.source_offset)
+        (
+            r.source_topic.clone(),
+            r.source_partition,
+            r.source_offset,
+            r.source_timestamp_ms,
+        )
     });
     sqlx::query(
         "INSERT INTO dead_letters (job_id, source_topic, source_partition, source_offset,
-                                   original_topic, original_partition, original_offset, attempts,
-                                   error_class, reason, first_failure_at, message_key, payload,
-                                   headers)
-         SELECT d.job_id, d.source_topic, d.source_partition, d.source_offset, d.original_topic,
-                d.original_partition, d.original_offset, d.attempts, d.error_class, d.reason,
-                d.first_failure_at, d.message_key, d.payload, d.headers::jsonb
+                                   source_timestamp_ms, original_topic, original_partition,
+                                   original_offset, attempts, error_class, reason,
+                                   first_failure_at, message_key, payload, headers)
+         SELECT d.job_id, d.source_topic, d.source_partition, d.source_offset,
+                d.source_timestamp_ms, d.original_topic, d.original_partition, d.original_offset,
+                d.attempts, d.error_class, d.reason, d.first_failure_at, d.message_key,
+                d.payload, d.headers::jsonb
          FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::int[],
                      $7::bigint[], $8::int[], $9::text[], $10::text[], $11::timestamptz[],
-                     $12::bytea[], $13::bytea[], $14::text[])
+                     $12::bytea[], $13::bytea[], $14::text[], $15::bigint[])
               AS d(job_id, source_topic, source_partition, source_offset, original_topic,
                    original_partition, original_offset, attempts, error_class, reason,
-                   first_failure_at, message_key, payload, headers)
-         ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING",
+                   first_failure_at, message_key, payload, headers, source_timestamp_ms)
+         ON CONFLICT (source_topic, source_partition, source_offset, source_timestamp_ms)
+         DO NOTHING",
     )
     .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
     .bind(
@@ -381,6 +388,11 @@ async fn insert_dead_letters(
             .collect::<Vec<_>>(),
     )
     .bind(rows.iter().map(|r| r.headers.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.source_timestamp_ms)
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut **tx)
     .await?;
 

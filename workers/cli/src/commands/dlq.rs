@@ -1,15 +1,18 @@
 //! `sluice dlq list` and `sluice dlq replay <id>|--all`: inspect dead letters and send them
 //! back to the job topic they died on, as fresh messages (no failure history).
 //!
-//! Each letter is replayed once, however many replays run at once: it is claimed before it is
-//! published (and given back if the publish fails), with any other letter of the same message.
-//! Only job topics are replayed to: a letter from any other topic is left alone.
+//! Each message is replayed once, however many replays run at once: its letters are claimed
+//! before it is published, marked replayed only once the broker acknowledged it, and given back
+//! if the publish fails (a run that died half-way leaves a claim the next replay takes over,
+//! [`dead_letters::REPLAY_LEASE`] later). A letter of a message replayed already is marked
+//! replayed, not published again. Only job topics are replayed to: a letter from any other topic
+//! is left alone.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use sluice_core::Output;
-use sluice_db::dead_letters::{self, DeadLetter};
+use sluice_db::dead_letters::{self, Claim, DeadLetter};
 
 use crate::app::App;
 
@@ -109,8 +112,8 @@ struct Replay {
 }
 
 impl Replay {
-    /// Replays `letter` unless it is replayed already (by another run, or as a duplicate) or
-    /// was not a job; says why it left one alone.
+    /// Replays `letter` unless it is replayed already (by another run, or as a copy), another
+    /// run is replaying it, or it was not a job; says why it left one alone.
     async fn one(&mut self, app: &App, letter: &DeadLetter) -> anyhow::Result<()> {
         let id = letter.id;
         if letter.replayed_at.is_some() {
@@ -129,8 +132,19 @@ impl Replay {
             self.left_alone += 1;
             return Ok(());
         }
-        let Some(claim) = dead_letters::claim_replay(&app.pool, letter).await? else {
-            return Ok(());
+        let claim = match dead_letters::claim_replay(&app.pool, letter).await? {
+            Claim::Claimed(claim) => claim,
+            Claim::Replayed => return Ok(()),
+            Claim::CopyOf { of, copies } => {
+                for copy in copies {
+                    println!("dead letter {copy} is a copy of {of}, already replayed");
+                }
+                return Ok(());
+            }
+            Claim::Busy => {
+                println!("dead letter {id} is being replayed by another run");
+                return Ok(());
+            }
         };
         let output = Output {
             topic: topic.clone(),
@@ -144,7 +158,12 @@ impl Replay {
                 .with_context(|| format!("giving back dead letter {id} after a failed publish"))?;
             anyhow::bail!("publishing dead letter {id} to {topic} failed, left unreplayed: {e}");
         }
-        for duplicate in &claim.duplicates {
+        let duplicates = dead_letters::finish_replay(&app.pool, letter, &claim)
+            .await
+            .with_context(|| {
+                format!("dead letter {id} was published but is not marked replayed yet")
+            })?;
+        for duplicate in duplicates {
             println!("dead letter {duplicate} is the same message as {id}; marked replayed");
         }
         self.replayed += 1;

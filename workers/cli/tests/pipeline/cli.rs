@@ -246,10 +246,26 @@ async fn dead_letter(
     job: Uuid,
     original: (&str, i32, i64),
 ) -> i64 {
-    let payload = json!({
-        "id": job, "kind": "compute", "payload": {"op": "add", "a": 1, "b": 2},
+    dead_letter_with(p, source_offset, job, original, &job_message(job, 2)).await
+}
+
+/// The compute job `job` adding 1 and `b`, as published.
+fn job_message(job: Uuid, b: i64) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": job, "kind": "compute", "payload": {"op": "add", "a": 1, "b": b},
         "created_at": "2026-11-22T00:00:00Z"
-    });
+    }))
+    .unwrap()
+}
+
+/// [`dead_letter`] with the message `payload`.
+async fn dead_letter_with(
+    p: &TestPipeline,
+    source_offset: i64,
+    job: Uuid,
+    original: (&str, i32, i64),
+    payload: &[u8],
+) -> i64 {
     sqlx::query_scalar(
         "INSERT INTO dead_letters (job_id, source_topic, source_partition, source_offset,
              original_topic, original_partition, original_offset, attempts, error_class, reason,
@@ -264,7 +280,7 @@ async fn dead_letter(
     .bind(original.1)
     .bind(original.2)
     .bind(job.to_string().into_bytes())
-    .bind(serde_json::to_vec(&payload).unwrap())
+    .bind(payload)
     .fetch_one(&p.pool)
     .await
     .unwrap()
@@ -471,4 +487,214 @@ async fn a_dead_job_runs_again_and_a_failed_publish_leaves_nothing_pending() {
     assert_eq!((exit, out.trim()), (0, answer));
     let done = format!("SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'done'");
     assert_eq!(p.count(&done).await, 1);
+}
+
+// ---- dead letters: which are the same message, and replays that never finished ----
+
+/// Jobs that died of a simulated error.
+async fn dead_jobs(p: &TestPipeline, ids: &[Uuid]) {
+    sqlx::query(
+        "INSERT INTO jobs (job_id, kind, status, error, created_at)
+         SELECT id, 'compute', 'dead', 'simulated', now() FROM UNNEST($1::uuid[]) AS id",
+    )
+    .bind(ids)
+    .execute(&p.pool)
+    .await
+    .unwrap();
+}
+
+async fn job_status(p: &TestPipeline, job: Uuid) -> String {
+    sqlx::query_scalar("SELECT status FROM jobs WHERE job_id = $1")
+        .bind(job)
+        .fetch_one(&p.pool)
+        .await
+        .unwrap()
+}
+
+/// Each dead letter's id, whether it is replayed and whether it is claimed.
+async fn replay_states(p: &TestPipeline) -> BTreeMap<i64, (bool, bool)> {
+    sqlx::query_as::<_, (i64, bool, bool)>(
+        "SELECT id, replayed_at IS NOT NULL, replay_claimed_at IS NOT NULL FROM dead_letters",
+    )
+    .fetch_all(&p.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(id, replayed, claimed)| (id, (replayed, claimed)))
+    .collect()
+}
+
+/// The ids `dlq list` shows.
+async fn listed(p: &TestPipeline) -> Vec<i64> {
+    let (exit, out) = p.sluice(&["dlq", "list"]).await;
+    assert_eq!(exit, 0, "{out}");
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+async fn sorted_keys_on(p: &TestPipeline, topic: &str) -> Vec<String> {
+    let mut keys = keys_on(p, topic).await;
+    keys.sort();
+    keys
+}
+
+fn sorted(jobs: &[Uuid]) -> Vec<String> {
+    let mut keys: Vec<String> = jobs.iter().map(Uuid::to_string).collect();
+    keys.sort();
+    keys
+}
+
+/// A broker whose log started over (a memory engine restarted, a topic created again) gives a
+/// new message the position of an old one: letters of one position are one message only with
+/// the same job and the same payload, and every other one is replayed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_sharing_an_original_position_are_each_replayed_unless_the_same_message() {
+    let p = TestPipeline::spawn(Options {
+        compute_workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let jobs_topic = p.topics.compute_jobs();
+    let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+    dead_jobs(&p, &[old, new]).await;
+    let at = (jobs_topic.as_str(), 0, 5);
+    dead_letter(&p, 1000, old, at).await;
+    dead_letter(&p, 1001, new, at).await;
+    // The same job with another payload at that position is another message as well.
+    dead_letter_with(&p, 1002, old, at, &job_message(old, 3)).await;
+
+    let (exit, out) = p.sluice(&["dlq", "replay", "--all"]).await;
+    assert_eq!(exit, 0, "{out}");
+    assert_eq!(replayed_count(&out), 3, "{out}");
+    assert_eq!(
+        sorted_keys_on(&p, &jobs_topic).await,
+        sorted(&[old, old, new]),
+        "{out}"
+    );
+    assert!(replay_states(&p)
+        .await
+        .values()
+        .all(|s| *s == (true, false)));
+    for job in [old, new] {
+        assert_eq!(job_status(&p, job).await, "pending");
+    }
+}
+
+/// A copy of a letter persisted after the letter was replayed is the same death (a replayed
+/// job that dies again does so from a new position), so it is not published again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_replayed_letter_is_marked_replayed_without_publishing() {
+    let p = TestPipeline::spawn(Options {
+        compute_workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let jobs_topic = p.topics.compute_jobs();
+    let job = Uuid::new_v4();
+    dead_jobs(&p, &[job]).await;
+    let first = dead_letter(&p, 1000, job, (&jobs_topic, 1, 7)).await;
+    let (exit, out) = p.sluice(&["dlq", "replay", "--all"]).await;
+    assert_eq!((exit, replayed_count(&out)), (0, 1), "{out}");
+    // Done meanwhile: the copy must not touch it.
+    set_done(&p.pool, &[job]).await;
+
+    let copy = dead_letter(&p, 1001, job, (&jobs_topic, 1, 7)).await;
+    assert_eq!(listed(&p).await, vec![copy]);
+    let (exit, out) = p.sluice(&["dlq", "replay", "--all"]).await;
+    assert_eq!((exit, replayed_count(&out)), (0, 0), "{out}");
+    let said = format!("dead letter {copy} is a copy of {first}, already replayed");
+    assert!(out.contains(&said), "{out}");
+    assert_eq!(sorted_keys_on(&p, &jobs_topic).await, sorted(&[job]));
+    assert_eq!(
+        replay_states(&p).await,
+        BTreeMap::from([(first, (true, false)), (copy, (true, false))])
+    );
+    assert!(listed(&p).await.is_empty());
+    assert_eq!(job_status(&p, job).await, "done");
+}
+
+/// A run that died between claiming a letter and publishing it leaves the letter listed and
+/// claimed; once the claim is older than the lease another replay takes it over, while a fresh
+/// claim is left to the run that holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_replay_claim_is_taken_over_and_a_fresh_one_left_to_its_run() {
+    let p = TestPipeline::spawn(Options {
+        compute_workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let jobs_topic = p.topics.compute_jobs();
+    let (stale_job, fresh_job) = (Uuid::new_v4(), Uuid::new_v4());
+    dead_jobs(&p, &[stale_job, fresh_job]).await;
+    let stale = dead_letter(&p, 1000, stale_job, (&jobs_topic, 0, 1)).await;
+    let fresh = dead_letter(&p, 1001, fresh_job, (&jobs_topic, 1, 1)).await;
+    for (id, claimed) in [(stale, "now() - interval '10 minutes'"), (fresh, "now()")] {
+        sqlx::query(&format!(
+            "UPDATE dead_letters SET replay_claimed_at = {claimed} WHERE id = $1"
+        ))
+        .bind(id)
+        .execute(&p.pool)
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        listed(&p).await,
+        vec![stale, fresh],
+        "claimed, not replayed"
+    );
+
+    let (exit, out) = p.sluice(&["dlq", "replay", "--all"]).await;
+    assert_eq!((exit, replayed_count(&out)), (0, 1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "dead letter {fresh} is being replayed by another run"
+        )),
+        "{out}"
+    );
+    assert_eq!(sorted_keys_on(&p, &jobs_topic).await, sorted(&[stale_job]));
+    assert_eq!(
+        replay_states(&p).await,
+        BTreeMap::from([(stale, (true, false)), (fresh, (false, true))])
+    );
+    assert_eq!(listed(&p).await, vec![fresh]);
+    assert_eq!(job_status(&p, stale_job).await, "pending");
+    assert_eq!(job_status(&p, fresh_job).await, "dead");
+}
+
+/// A publish that fails gives the claim back at once: the letter is listed, unclaimed, its job
+/// still dead, and the next replay sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_replay_publish_gives_the_claim_back() {
+    let p = TestPipeline::spawn(Options {
+        compute_workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let jobs_topic = p.topics.compute_jobs();
+    let job = Uuid::new_v4();
+    dead_jobs(&p, &[job]).await;
+    let letter = dead_letter(&p, 1000, job, (&jobs_topic, 0, 1)).await;
+
+    let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let failed = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["dlq", "replay", &letter.to_string()])
+        .env("KAFKA_BROKERS", "127.0.0.1:9")
+        .env("KAFKA_OPT_MESSAGE_TIMEOUT_MS", "2000")
+        .env("SLUICE_TOPIC_PREFIX", &p.kafka.topic_prefix)
+        .env("DATABASE_URL", with_database(&admin, &p.kafka.topic_prefix))
+        .output()
+        .await
+        .unwrap();
+    assert!(!failed.status.success());
+    assert_eq!(
+        replay_states(&p).await,
+        BTreeMap::from([(letter, (false, false))])
+    );
+    assert_eq!(job_status(&p, job).await, "dead");
+
+    let (exit, out) = p.sluice(&["dlq", "replay", &letter.to_string()]).await;
+    assert_eq!((exit, replayed_count(&out)), (0, 1), "{out}");
+    assert_eq!(sorted_keys_on(&p, &jobs_topic).await, sorted(&[job]));
+    assert_eq!(job_status(&p, job).await, "pending");
 }

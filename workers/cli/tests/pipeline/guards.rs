@@ -181,6 +181,15 @@ impl Handler for NoOutcomes {
     }
 }
 
+/// Says "interrupted" though nothing is shutting down.
+struct InterruptedForNoReason;
+
+impl Handler for InterruptedForNoReason {
+    async fn handle(&self, _job: &Job, _cx: &Cx) -> Outcome {
+        Err(HandlerError::Interrupted)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_or_a_broken_contract_stops_the_stage_with_an_error() {
     let p = TestPipeline::spawn(no_workers()).await;
@@ -199,6 +208,15 @@ async fn a_panic_or_a_broken_contract_stops_the_stage_with_an_error() {
             NoOutcomes,
         )
         .await;
+    // Before the fix, its message stayed uncommitted and pinned the partition's commit point
+    // while the stage went on looking healthy.
+    let interrupted = p
+        .run_in_process(
+            Stage::new("interrupted", vec![topic.clone()], one_at_a_time()),
+            test_worker("interrupted"),
+            InterruptedForNoReason,
+        )
+        .await;
     p.publish_raw(&topic, "k", b"{}".to_vec()).await;
     let stopped = tokio::time::timeout(Duration::from_secs(60), panics)
         .await
@@ -214,6 +232,14 @@ async fn a_panic_or_a_broken_contract_stops_the_stage_with_an_error() {
         .unwrap();
     assert!(
         matches!(&stopped, Err(PipelineError::BrokenContract(_))),
+        "{stopped:?}"
+    );
+    let stopped = tokio::time::timeout(Duration::from_secs(60), interrupted)
+        .await
+        .expect("the stage whose handler said interrupted stopped")
+        .unwrap();
+    assert!(
+        matches!(&stopped, Err(PipelineError::BrokenContract(text)) if text.contains("not shutting down")),
         "{stopped:?}"
     );
     assert!(committed_offsets(&p, "panics", &topic)

@@ -303,3 +303,59 @@ async fn nothing_held_is_lost_when_retry_instances_join_and_leave() {
     p.shutdown.cancel();
     stage.await.unwrap().unwrap();
 }
+
+/// A retry instance whose sends fail for longer than `max.poll.interval.ms` (every publish of
+/// it fails: its producer is transactional and never begins a transaction) keeps polling while
+/// they retry: it keeps its partitions, so no other instance takes its messages over and sends
+/// them meanwhile; once it stops, every one of them comes back through the other instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_instance_whose_sends_fail_past_the_poll_interval_keeps_its_partitions() {
+    let p = TestPipeline::spawn(Options {
+        compute_workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let (arrivals, stage) = arrivals_stage(&p, "stuck").await;
+    let back_to = p.topics.returns("stuck");
+    let broken = p.start_with(
+        "sluice-retry",
+        &[
+            ("KAFKA_OPT_TRANSACTIONAL_ID", "never-begun"),
+            ("KAFKA_MAX_POLL_INTERVAL_MS", "6000"),
+        ],
+    );
+    crate::helpers::eventually(Duration::from_secs(30), "partitions for it", || async {
+        p.log(broken).contains("partitions assigned").then_some(())
+    })
+    .await;
+    let sent: Vec<String> = (0..20).map(|i| format!("s-{i}")).collect();
+    for id in &sent {
+        park(&p, 0, id, Utc::now().timestamp_millis(), &back_to).await;
+    }
+    crate::helpers::eventually(Duration::from_secs(30), "a send failing", || async {
+        p.log(broken)
+            .contains("publish failed, retrying")
+            .then_some(())
+    })
+    .await;
+    // Well past the poll interval: a member that stopped polling would have been thrown out,
+    // and the other instance would have sent everything by now.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(p.is_running(broken), "{}", p.log(broken));
+    let got = arrivals.ids.lock().unwrap().len();
+    assert!(
+        0 < got && got < sent.len(),
+        "{got} of {} back: the stuck instance lost its partitions",
+        sent.len()
+    );
+
+    assert!(p.terminate(broken, Duration::from_secs(20)).await);
+    crate::helpers::eventually(Duration::from_secs(60), "every message back", || async {
+        let got: std::collections::HashSet<String> =
+            arrivals.ids.lock().unwrap().iter().cloned().collect();
+        sent.iter().all(|id| got.contains(id)).then_some(())
+    })
+    .await;
+    p.shutdown.cancel();
+    stage.await.unwrap().unwrap();
+}
