@@ -93,7 +93,7 @@ impl ComputeHandler {
                         created_at: envelope.created_at,
                     };
                     Output::json(
-                        self.topics.compute_parts(),
+                        self.topics.compute_jobs(),
                         format!("{}:{}", envelope.id, range.part),
                         &part,
                     )
@@ -109,6 +109,7 @@ impl ComputeHandler {
         let result = sum_squares::sum_of_squares(range.a, range.b)
             .map_err(|reason| HandlerError::permanent(ErrorClass::Schema, reason))?;
         let done = PartResult {
+            kind: KIND_PART.to_string(),
             job_id: envelope.id,
             n: range.n,
             part: range.part,
@@ -122,7 +123,7 @@ impl ComputeHandler {
             finished_at: Utc::now(),
         };
         Ok(vec![Output::json(
-            self.topics.part_results(),
+            self.topics.results(),
             format!("{}:{}", envelope.id, range.part),
             &done,
         )?])
@@ -157,7 +158,7 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
         ctx.worker.instance_id.clone(),
         live_workers,
     );
-    let inputs = vec![ctx.topics.compute_jobs(), ctx.topics.compute_parts()];
+    let inputs = vec![ctx.topics.compute_jobs()];
     sluice_core::run_stage(ctx, Stage::new(ROLE, inputs, execution), handler, shutdown).await?;
     Ok(())
 }

@@ -83,9 +83,11 @@ pub struct PartRequest {
     pub b: u64,
 }
 
-/// A computed range, published for the persister.
+/// A computed range, published for the persister on the results topic, told from a job's
+/// result by its `kind`, [`KIND_PART`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartResult {
+    pub kind: String,
     pub job_id: Uuid,
     pub n: u64,
     pub part: u32,

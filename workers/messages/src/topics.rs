@@ -28,24 +28,18 @@ impl Topics {
         format!("{}.{suffix}", self.prefix)
     }
 
-    /// Compute jobs: add, sub, mul, div, sum_squares.
+    /// Compute jobs (add, sub, mul, div, sum_squares), and the ranges of split sum_squares
+    /// jobs, which any compute worker takes like a job. One topic rather than two: on a broker
+    /// that polls its storage for every empty fetch, each topic a waiting consumer reads costs
+    /// it reads at rest.
     pub fn compute_jobs(&self) -> String {
         self.name("compute.jobs")
     }
 
-    /// One message per range of a split sum_squares job.
-    pub fn compute_parts(&self) -> String {
-        self.name("compute.parts")
-    }
-
-    /// Finished jobs, for the persister.
+    /// Finished jobs and finished sum_squares ranges, for the persister, which assembles split
+    /// jobs.
     pub fn results(&self) -> String {
         self.name("results")
-    }
-
-    /// Finished sum_squares parts, for the persister, which assembles the job.
-    pub fn part_results(&self) -> String {
-        self.name("compute.part-results")
     }
 
     pub fn dead_letters(&self) -> String {
@@ -77,7 +71,7 @@ impl Topics {
     /// The topics producers publish work to, and so the only ones a dead letter may be replayed
     /// to.
     pub fn job_inputs(&self) -> Vec<String> {
-        vec![self.compute_jobs(), self.compute_parts()]
+        vec![self.compute_jobs()]
     }
 
     /// The consumer group of a service, under the same prefix as the topics.
@@ -94,12 +88,7 @@ impl Topics {
     /// Every topic the services share (each stage creates its own returns topic).
     pub fn all(&self) -> Vec<String> {
         let mut all = self.job_inputs();
-        all.extend([
-            self.results(),
-            self.part_results(),
-            self.dead_letters(),
-            self.heartbeats(),
-        ]);
+        all.extend([self.results(), self.dead_letters(), self.heartbeats()]);
         all.extend(self.retry_tiers.iter().map(|(name, _)| name.clone()));
         all
     }

@@ -296,7 +296,7 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     let ctx = StageContext::from_env(worker, &shutdown).await?;
     let pool = connect_and_migrate(&db, &shutdown).await?;
     let topics = &ctx.topics;
-    let answers = vec![topics.results(), topics.part_results()];
+    let answers = vec![topics.results()];
     let records = vec![topics.dead_letters(), topics.heartbeats()];
     let handler = PersisterHandler::new(pool, ctx.clone(), shutdown.clone())?;
     // Nothing comes back to the persister through the retry topics: a database outage is

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sluice_core::headers::{header_i64, header_str};
 use sluice_core::{ErrorClass, HandlerError, Job};
-use sluice_messages::compute::PartResult;
+use sluice_messages::compute::{PartResult, KIND_PART};
 use sluice_messages::heartbeat::Heartbeat;
 use sluice_messages::{header, JobResult, Topics};
 use uuid::Uuid;
@@ -127,9 +127,7 @@ fn to_i32(value: u32, what: &str) -> Result<i32, HandlerError> {
 pub fn parse(topics: &Topics, job: &Job) -> Result<Record, HandlerError> {
     let topic = job.topic.as_str();
     if topic == topics.results() {
-        parse_result(job).map(Record::Result)
-    } else if topic == topics.part_results() {
-        parse_part(job).map(Record::Part)
+        parse_answer(job)
     } else if topic == topics.dead_letters() {
         Ok(Record::DeadLetter(parse_dead_letter(job)))
     } else if topic == topics.heartbeats() {
@@ -139,6 +137,20 @@ pub fn parse(topics: &Topics, job: &Job) -> Result<Record, HandlerError> {
             ErrorClass::Schema,
             format!("no table for topic {topic}"),
         ))
+    }
+}
+
+/// A job's result, or a split job's range, by the `kind` both carry.
+fn parse_answer(job: &Job) -> Result<Record, HandlerError> {
+    #[derive(Deserialize)]
+    struct Head {
+        kind: String,
+    }
+    let head: Head = serde_json::from_slice(&job.payload).map_err(|e| invalid("result", e))?;
+    if head.kind == KIND_PART {
+        parse_part(job).map(Record::Part)
+    } else {
+        parse_result(job).map(Record::Result)
     }
 }
 

@@ -7,7 +7,7 @@ use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
-use sluice_messages::compute::PartResult;
+use sluice_messages::compute::{PartResult, KIND_PART};
 use uuid::Uuid;
 
 use crate::helpers::{eventually, Options, TestPipeline, PARTITIONS};
@@ -78,6 +78,7 @@ async fn a_redelivered_part_is_counted_once() {
     let p = TestPipeline::spawn(no_workers()).await;
     let job = Uuid::new_v4();
     let part = |index: u32, a: u64, b: u64, sum: u64| PartResult {
+        kind: KIND_PART.into(),
         job_id: job,
         n: 9,
         part: index,
@@ -99,7 +100,7 @@ async fn a_redelivered_part_is_counted_once() {
     ] {
         let payload = serde_json::to_vec(&done).unwrap();
         p.publish_raw(
-            &p.topics.part_results(),
+            &p.topics.results(),
             &format!("{job}:{}", done.part),
             payload,
         )
@@ -218,6 +219,7 @@ async fn rewind_group(p: &TestPipeline, topic: &str) {
 fn part_message(job: Uuid, n: u64, parts: u32, part: u32, a: u64, b: u64) -> Vec<u8> {
     let sum: u64 = (a..=b).map(|i| i * i).sum();
     serde_json::to_vec(&PartResult {
+        kind: KIND_PART.into(),
         job_id: job,
         n,
         part,
@@ -239,7 +241,7 @@ fn part_message(job: Uuid, n: u64, parts: u32, part: u32, a: u64, b: u64) -> Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_of_two_splits_of_a_job_never_mix() {
     let p = TestPipeline::spawn(no_workers()).await;
-    let topic = p.topics.part_results();
+    let topic = p.topics.results();
     let job = Uuid::new_v4();
     // One key: one partition, so the marker below comes after the parts.
     let key = job.to_string();
@@ -301,7 +303,7 @@ async fn parts_of_two_splits_of_a_job_never_mix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_that_do_not_cover_the_range_exactly_once_make_no_answer() {
     let p = TestPipeline::spawn(no_workers()).await;
-    let topic = p.topics.part_results();
+    let topic = p.topics.results();
     let job = Uuid::new_v4();
     let key = job.to_string();
     for (part, a, b) in [(0, 1, 4), (1, 4, 6), (2, 8, 9)] {

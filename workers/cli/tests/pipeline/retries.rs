@@ -187,12 +187,12 @@ async fn arrivals_stage(
         ids: Mutex::new(Vec::new()),
     });
     // Its input is a topic nobody publishes to: everything it gets comes back from the tiers.
+    let input = p.topics.returns(&format!("{role}-input"));
+    sluice_core::topics::ensure_topics(&p.kafka, std::slice::from_ref(&input))
+        .await
+        .expect("the stage's input topic");
     let stage = p
-        .run_stage_in_process(
-            role,
-            vec![p.topics.compute_parts()],
-            SharedHandler(arrivals.clone()),
-        )
+        .run_stage_in_process(role, vec![input], SharedHandler(arrivals.clone()))
         .await;
     (arrivals, stage)
 }
