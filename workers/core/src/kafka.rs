@@ -6,15 +6,14 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
-use serde::Serialize;
+use std::sync::Arc;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::error::{ErrorClass, HandlerError, PipelineError};
+use crate::error::PipelineError;
+use crate::producer::AckingProducer;
+pub use crate::producer::Output;
 
 /// Largest message sluice produces; a dead letter carries its original payload whole.
 pub const MESSAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
@@ -82,32 +81,6 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str, fetch_wait_ms: u32) -> 
     with_overrides(config, kafka)
 }
 
-/// One message to publish.
-#[derive(Debug, Clone)]
-pub struct Output {
-    pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: Option<OwnedHeaders>,
-}
-
-impl Output {
-    pub fn json<T: Serialize>(
-        topic: String,
-        key: impl Into<Vec<u8>>,
-        value: &T,
-    ) -> Result<Self, HandlerError> {
-        let payload = serde_json::to_vec(value)
-            .map_err(|e| HandlerError::permanent(ErrorClass::Serialize, e))?;
-        Ok(Self {
-            topic,
-            key: Some(key.into()),
-            payload,
-            headers: None,
-        })
-    }
-}
-
 /// Why [`Publisher::publish`] gave up on an output.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum PublishError {
@@ -160,13 +133,13 @@ pub fn is_undeliverable(error: &KafkaError) -> Option<RDKafkaErrorCode> {
 /// A producer whose `publish` returns once the broker acknowledged the message.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: Arc<AckingProducer>,
 }
 
 impl Publisher {
     pub fn new(kafka: &KafkaConfig) -> Result<Self, PipelineError> {
         Ok(Self {
-            producer: producer_config(kafka).create()?,
+            producer: Arc::new(AckingProducer::new(&producer_config(kafka))?),
         })
     }
 
@@ -178,19 +151,7 @@ impl Publisher {
                 RDKafkaErrorCode::MessageSizeTooLarge,
             ));
         }
-        let mut record = FutureRecord::to(&output.topic).payload(&output.payload);
-        if let Some(key) = &output.key {
-            record = record.key(key);
-        }
-        if let Some(headers) = &output.headers {
-            record = record.headers(headers.clone());
-        }
-        let delivery = self
-            .producer
-            .send(record, Timeout::After(Duration::from_secs(30)))
-            .await
-            .map_err(|(e, _)| e)?;
-        Ok((delivery.partition, delivery.offset))
+        self.producer.send(output).await
     }
 
     /// Publishes until the broker acknowledges, backing off while it is unreachable, so an
@@ -225,7 +186,7 @@ impl Publisher {
 
     /// Waits for every message still queued in the client to be delivered.
     pub fn flush(&self, timeout: Duration) {
-        let _ = self.producer.flush(Timeout::After(timeout));
+        self.producer.flush(timeout);
     }
 }
 

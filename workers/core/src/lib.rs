@@ -7,7 +7,8 @@
 //! # Layout
 //! Lower modules never use higher ones:
 //! - [`config`], [`error`], [`shutdown`]: configuration, the error layers, signals and logs.
-//! - [`headers`], [`kafka`]: reading headers; client configs and the [`Publisher`].
+//! - [`headers`], [`kafka`], [`producer`]: reading headers; client configs, the [`Publisher`]
+//!   and the acknowledging producer under it.
 //! - [`job`]: the [`Job`] a handler sees, its [`Cx`] and the [`Handler`] trait.
 //! - [`retry`]: where a failed message goes (a retry tier or the dead letters).
 //! - [`offsets`], [`limits`], [`stats`]: commit points, rate and dead-letter limits, counters.
@@ -28,6 +29,7 @@ pub mod kafka;
 pub mod limits;
 pub mod offsets;
 pub mod pipeline;
+pub mod producer;
 pub mod retry;
 pub mod shutdown;
 pub mod stats;
