@@ -111,7 +111,7 @@ broker_storage_url() {
 # storage"), each exported unless the environment or ./.env sets it. Services read .env
 # themselves, but a variable already in their environment wins over .env, so one found there is
 # left alone here.
-NATIVE_DEFAULTS=(KAFKA_PARTITIONS=2 KAFKA_FETCH_WAIT_MAX_MS=250 KAFKA_SLOW_FETCH_WAIT_MAX_MS=5000)
+NATIVE_DEFAULTS=(KAFKA_PARTITIONS=2 KAFKA_FETCH_WAIT_MAX_MS=50 KAFKA_SLOW_FETCH_WAIT_MAX_MS=5000)
 native_defaults() {
   local pair name
   for pair in "${NATIVE_DEFAULTS[@]}"; do

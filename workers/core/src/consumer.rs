@@ -26,6 +26,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Notify;
 
 use crate::config::KafkaConfig;
 use crate::error::PipelineError;
@@ -44,6 +45,19 @@ type Rebalances = Arc<Mutex<VecDeque<Event>>>;
 
 pub struct FeedContext {
     rebalances: Rebalances,
+    /// Wakes [`Feed::next`]: librdkafka serves rebalance callbacks inside a poll that then
+    /// goes on waiting for a message, so without it a revoke would wait for the next message.
+    wake: Arc<Notify>,
+}
+
+impl FeedContext {
+    fn queue(&self, event: Event) {
+        self.rebalances
+            .lock()
+            .expect("rebalance queue")
+            .push_back(event);
+        self.wake.notify_one();
+    }
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
@@ -63,10 +77,7 @@ impl ConsumerContext for FeedContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             let revoked = partitions(tpl);
             tracing::info!(?revoked, "partitions revoked");
-            self.rebalances
-                .lock()
-                .expect("rebalance queue")
-                .push_back(Event::Revoked(revoked));
+            self.queue(Event::Revoked(revoked));
         }
     }
 
@@ -75,10 +86,7 @@ impl ConsumerContext for FeedContext {
             Rebalance::Assign(tpl) => {
                 let assigned = partitions(tpl);
                 tracing::info!(?assigned, "partitions assigned");
-                self.rebalances
-                    .lock()
-                    .expect("rebalance queue")
-                    .push_back(Event::Assigned(assigned));
+                self.queue(Event::Assigned(assigned));
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
             Rebalance::Revoke(_) => {}
@@ -109,6 +117,9 @@ pub struct Feed {
     /// Which consumer reads each topic.
     reader: HashMap<String, usize>,
     rebalances: Rebalances,
+    wake: Arc<Notify>,
+    /// Which consumer is polled first next time, in turn, so that none starves the others.
+    turn: usize,
     /// Public input topics: sluice's own headers are dropped from their messages.
     untrusted: HashSet<String>,
     assigned: BTreeSet<TopicPartition>,
@@ -144,6 +155,7 @@ impl Feed {
         untrusted: &[String],
     ) -> Result<Self, PipelineError> {
         let rebalances = Rebalances::default();
+        let wake = Arc::new(Notify::new());
         let mut consumers = Vec::new();
         let mut reader = HashMap::new();
         for subscription in subscriptions.iter().filter(|s| !s.topics.is_empty()) {
@@ -151,6 +163,7 @@ impl Feed {
                 kafka::consumer_config(kafka, &subscription.group, subscription.fetch_wait_ms)
                     .create_with_context(FeedContext {
                         rebalances: rebalances.clone(),
+                        wake: wake.clone(),
                     })?;
             let names: Vec<&str> = subscription.topics.iter().map(String::as_str).collect();
             consumer.subscribe(&names)?;
@@ -163,6 +176,8 @@ impl Feed {
             consumers,
             reader,
             rebalances,
+            wake,
+            turn: 0,
             untrusted: untrusted.iter().cloned().collect(),
             assigned: BTreeSet::new(),
             held: HashSet::new(),
@@ -184,15 +199,26 @@ impl Feed {
             if self.consumers.is_empty() {
                 return std::future::pending().await;
             }
+            let count = self.consumers.len();
+            let first = self.turn % count;
+            self.turn = self.turn.wrapping_add(1);
             let received = {
-                let receives = self.consumers.iter().map(|c| Box::pin(c.recv()));
-                match futures::future::select_all(receives).await.0 {
-                    Ok(message) => {
-                        let trusted = !self.untrusted.contains(message.topic());
-                        Ok(Job::from_message(&message, trusted))
-                    }
-                    Err(e) => Err(e),
+                let receives =
+                    (0..count).map(|i| Box::pin(self.consumers[(first + i) % count].recv()));
+                tokio::select! {
+                    biased;
+                    _ = self.wake.notified() => None,
+                    (received, _, _) = futures::future::select_all(receives) => Some(
+                        received.map(|message| {
+                            let trusted = !self.untrusted.contains(message.topic());
+                            Job::from_message(&message, trusted)
+                        }),
+                    ),
                 }
+            };
+            // A rebalance came: hand it out first.
+            let Some(received) = received else {
+                continue;
             };
             match received {
                 Ok(job) => {
@@ -289,10 +315,12 @@ impl Feed {
         }
     }
 
-    /// Reads `partitions` again from the start of their logs. What the client had fetched from
-    /// the old position is discarded by it.
-    pub fn rewind(&mut self, partitions: &[TopicPartition]) {
-        for partition in partitions {
+    /// Reads those of `partitions` still assigned again from the start of their logs (what
+    /// the client had fetched from the old position is discarded by it). Returns those it
+    /// could not rewind yet: librdkafka refuses a seek before the partition's fetch started.
+    pub fn rewind(&mut self, partitions: &[TopicPartition]) -> Vec<TopicPartition> {
+        let mut failed = Vec::new();
+        for partition in partitions.iter().filter(|p| self.assigned.contains(*p)) {
             let Some(consumer) = self.consumer_of(&partition.topic) else {
                 continue;
             };
@@ -302,11 +330,11 @@ impl Feed {
                 Offset::Beginning,
                 Duration::from_secs(5),
             ) {
-                // Not fatal to the data: the stored position was set back, so nothing from the
-                // committed offset on is skipped; only what lies below it is not read again.
-                tracing::error!(error = %e, ?partition, "could not rewind a partition");
+                tracing::warn!(error = %e, ?partition, "could not rewind a partition yet");
+                failed.push(partition.clone());
             }
         }
+        failed
     }
 
     /// Stores commit points (the next offset to consume) for the next automatic commit.

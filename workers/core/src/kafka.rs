@@ -145,7 +145,7 @@ impl Publisher {
 
     /// Publishes once; the error is the broker's or the client's.
     pub async fn try_publish(&self, output: &Output) -> Result<(i32, i64), KafkaError> {
-        if output.payload.len() > MESSAGE_MAX_BYTES {
+        if output.size() > MESSAGE_MAX_BYTES {
             // librdkafka would refuse it too, but only after copying it into its queue.
             return Err(KafkaError::MessageProduction(
                 RDKafkaErrorCode::MessageSizeTooLarge,

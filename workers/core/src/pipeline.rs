@@ -145,6 +145,10 @@ impl Execution {
     }
 }
 
+/// How long a partition whose rewind failed (its fetch had not started) waits to be checked
+/// and rewound again.
+const REWIND_RETRY: Duration = Duration::from_millis(200);
+
 fn nonzero(duration: Duration) -> Option<Duration> {
     (!duration.is_zero()).then_some(duration)
 }
@@ -324,7 +328,8 @@ struct StageLoop<H> {
     guard: DeadLetterGuard,
     /// The handler's `on_assigned` running; nothing is dispatched meanwhile.
     assigning: Option<JoinHandle<Result<Vec<TopicPartition>, HandlerError>>>,
-    assignments: VecDeque<Vec<TopicPartition>>,
+    /// Assignments to check, each after its delay (a rewind that failed is checked again).
+    assignments: VecDeque<(Vec<TopicPartition>, Duration)>,
     /// Cancelled when a partition is revoked, so that its work still in flight — a call, or
     /// a transient failure retried in place — stops instead of racing the partition's next
     /// owner (which would let an older message of a key land after a newer one).
@@ -423,6 +428,9 @@ impl<H: Handler> StageLoop<H> {
             Event::Revoked(revoked) => {
                 // Not stored: the partitions' next owner receives these again.
                 self.forget(&revoked);
+                for (pending, _) in &mut self.assignments {
+                    pending.retain(|p| !revoked.contains(p));
+                }
                 for p in &revoked {
                     if let Some(ownership) = self.ownership.remove(&(p.topic.clone(), p.partition))
                     {
@@ -431,7 +439,7 @@ impl<H: Handler> StageLoop<H> {
                 }
             }
             Event::Assigned(assigned) => {
-                self.assignments.push_back(assigned);
+                self.assignments.push_back((assigned, Duration::ZERO));
                 self.start_assignment();
             }
         }
@@ -462,11 +470,15 @@ impl<H: Handler> StageLoop<H> {
         if self.assigning.is_some() {
             return;
         }
-        let Some(partitions) = self.assignments.pop_front() else {
+        let Some((partitions, delay)) = self.assignments.pop_front() else {
             return;
         };
         let shared = self.shared.clone();
         self.assigning = Some(tokio::spawn(async move {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return Err(HandlerError::Interrupted),
+                _ = tokio::time::sleep(delay) => {}
+            }
             let mut pause = Duration::from_millis(200);
             loop {
                 match shared.handler.on_assigned(&partitions).await {
@@ -494,7 +506,13 @@ impl<H: Handler> StageLoop<H> {
                 if !rewind.is_empty() {
                     // Nothing of these was dispatched while they were checked.
                     self.forget(&rewind);
-                    self.feed.rewind(&rewind);
+                    let failed = self.feed.rewind(&rewind);
+                    if !failed.is_empty() {
+                        // Checked again, and nothing dispatched, until the rewind holds: a
+                        // message read from the old offset would move the position past the
+                        // ones below it.
+                        self.assignments.push_front((failed, REWIND_RETRY));
+                    }
                 }
                 self.start_assignment();
                 Ok(())
@@ -883,7 +901,7 @@ async fn deliver<H: Handler>(
     // first would send them twice when the dead letter is replayed.
     let mut undeliverable = outputs
         .iter()
-        .find(|o| o.payload.len() > MESSAGE_MAX_BYTES)
+        .find(|o| o.size() > MESSAGE_MAX_BYTES)
         .map(|o| PublishError::Undeliverable {
             topic: o.topic.clone(),
             code: RDKafkaErrorCode::MessageSizeTooLarge,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::util::Timeout;
 use serde::Serialize;
@@ -32,6 +32,17 @@ pub struct Output {
 }
 
 impl Output {
+    /// Bytes the broker counts against its message size limit: payload, key and headers.
+    pub fn size(&self) -> usize {
+        let headers = self.headers.as_ref().map_or(0, |headers| {
+            headers
+                .iter()
+                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                .sum()
+        });
+        self.payload.len() + self.key.as_ref().map_or(0, Vec::len) + headers
+    }
+
     pub fn json<T: Serialize>(
         topic: String,
         key: impl Into<Vec<u8>>,

@@ -215,6 +215,12 @@ impl Handler for PersisterHandler {
         let mut to_compare = Vec::new();
         let mut restarted = Vec::new();
         for position in stored {
+            if position.next_offset == 0 {
+                // Set back by an earlier check (maybe another replica's) whose rewind may not
+                // have happened: reading from the start skips nothing, and applies nothing twice.
+                restarted.push(position.partition);
+                continue;
+            }
             let log_end = self
                 .logs
                 .end(&position.partition)

@@ -197,6 +197,12 @@ async fn the_position_stored_with_the_rows_decides_what_is_applied() {
 /// Commits offset 0 for every partition of `topic` in the persister's group, as if Kafka had
 /// lost the group's offsets. The group must have no member.
 async fn rewind_group(p: &TestPipeline, topic: &str) {
+    commit_group_offsets(p, topic, 0).await;
+}
+
+/// Commits `offset` for every partition of `topic` in the persister's group. The group must
+/// have no member.
+async fn commit_group_offsets(p: &TestPipeline, topic: &str, offset: i64) {
     let consumer: BaseConsumer =
         sluice_core::kafka::consumer_config(&p.kafka, &p.topics.group("persister"), 10)
             .create()
@@ -204,7 +210,7 @@ async fn rewind_group(p: &TestPipeline, topic: &str) {
     let mut rewind = TopicPartitionList::new();
     for partition in 0..PARTITIONS {
         rewind
-            .add_partition_offset(topic, partition, Offset::Offset(0))
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
             .unwrap();
     }
     eventually(
@@ -398,6 +404,35 @@ async fn a_position_inside_a_replaced_log_is_set_back_and_nothing_is_skipped() {
         log.contains("belongs to a log that is gone") && log.contains("not 12345 as applied"),
         "the persister says the log was replaced: {log}"
     );
+}
+
+/// A position set back by one replica whose rewind did not happen (a rebalance took the
+/// partition, or the seek came too early) must still be rewound by the next owner: the group's
+/// committed offset is as stale as the position was. Before the fix a stored 0 looked fresh,
+/// and the messages below the committed offset were never applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_set_back_is_read_from_the_start_of_the_log() {
+    let p = TestPipeline::spawn(no_workers()).await;
+    assert!(p.terminate(0, Duration::from_secs(20)).await);
+    let results = p.topics.results();
+    store_position(&p, &results, 0, None).await;
+    for _ in 0..20 {
+        let id = Uuid::new_v4();
+        p.publish_raw(
+            &results,
+            &id.to_string(),
+            result_message(id, json!({"ok": true, "result": 1.0})),
+        )
+        .await;
+    }
+    commit_group_offsets(&p, &results, 1).await;
+    p.start("sluice-persister");
+    p.wait_count(
+        "SELECT count(*) FROM jobs WHERE status = 'done'",
+        20,
+        Duration::from_secs(30),
+    )
+    .await;
 }
 
 /// A batch the database refuses goes row by row. One row waits on a lock (a lock timeout is
