@@ -133,17 +133,20 @@ impl Execution {
         }
     }
 
-    /// Messages received but not yet handled, past which the stage pauses its partitions.
-    /// Batches keep several rounds of batches ready, since a pause also drops what the client
-    /// had prefetched; slow calls stop fetching at their bound.
+    /// Messages received but not yet handled, past which the stage stops taking more (see
+    /// `StageLoop::apply_backpressure`). Batches keep two rounds of batches ready (the
+    /// client's bounded prefetch holds more); slow calls stop fetching at their bound.
     fn buffer_limit(&self) -> usize {
         match *self {
-            Self::Batches { max, in_flight, .. } => (max * in_flight * 4).max(1_000),
+            Self::Batches { max, in_flight, .. } => (max * in_flight * 2).max(1_000),
             Self::PerMessage { in_flight, .. } => in_flight,
             Self::PerKey { in_flight, .. } => in_flight * 4,
         }
     }
 }
+
+/// Longest a full stage stops taking messages before it pauses its partitions instead.
+const HOLD_OFF: Duration = Duration::from_secs(5);
 
 /// How long a partition whose rewind failed (its fetch had not started) waits to be checked
 /// and rewound again.
@@ -334,10 +337,18 @@ struct StageLoop<H> {
     /// a transient failure retried in place — stops instead of racing the partition's next
     /// owner (which would let an older message of a key land after a newer one).
     ownership: HashMap<(String, i32), CancellationToken>,
+    /// Since when the stage has held all it may; see [`StageLoop::apply_backpressure`].
+    saturated_since: Option<Instant>,
+    /// How long a full stage stops taking messages before it pauses its partitions.
+    hold_off: Duration,
 }
 
 impl<H: Handler> StageLoop<H> {
     fn new(shared: Arc<Shared<H>>, execution: Execution, feed: Feed) -> Self {
+        // Well inside max.poll.interval.ms: not polling while full must never cost the member
+        // its place in the group.
+        let hold_off = Duration::from_millis(u64::from(shared.ctx.kafka.max_poll_interval_ms) / 4)
+            .min(HOLD_OFF);
         let worker = &shared.ctx.worker;
         let guard = DeadLetterGuard::new(worker.dead_letter_window, worker.dead_letter_max_share);
         let limiter = match execution {
@@ -364,6 +375,8 @@ impl<H: Handler> StageLoop<H> {
             assigning: None,
             assignments: VecDeque::new(),
             ownership: HashMap::new(),
+            saturated_since: None,
+            hold_off,
         }
     }
 
@@ -378,6 +391,7 @@ impl<H: Handler> StageLoop<H> {
             // assigned partitions are checked must show as waiting (and then as stalled).
             self.shared.ctx.stats.set_waiting(self.buffered());
             self.apply_backpressure();
+            let taking = self.taking();
             let timer = self.next_timer();
             tokio::select! {
                 biased;
@@ -385,7 +399,7 @@ impl<H: Handler> StageLoop<H> {
                 reason = heartbeat.failed() => return Err(PipelineError::Panicked(reason)),
                 assigned = assignment_done(&mut self.assigning) => self.assignment_finished(assigned)?,
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done)?,
-                event = self.feed.next() => {
+                event = self.feed.next(), if taking => {
                     self.on_event(event);
                     // Take what else the client already holds, so batches fill in one go.
                     for _ in 0..1_024 {
@@ -604,25 +618,50 @@ impl<H: Handler> StageLoop<H> {
 
     /// When the loop must wake with no event: a batch window closing, a rate token coming.
     fn next_timer(&self) -> Option<Instant> {
-        if self.assigning.is_some() || self.tasks.len() >= self.execution.slots() {
-            return None;
-        }
-        match self.execution {
-            Execution::Batches { wait, .. } => self.waiting.front().map(|p| p.received + wait),
-            Execution::PerMessage { .. } => self.rate_wait,
-            Execution::PerKey { .. } => None,
+        // Wakes to pause the partitions if the stage is still full by then.
+        let pause = self
+            .saturated_since
+            .filter(|_| !self.taking())
+            .map(|since| since + self.hold_off);
+        let work = if self.assigning.is_some() || self.tasks.len() >= self.execution.slots() {
+            None
+        } else {
+            match self.execution {
+                Execution::Batches { wait, .. } => self.waiting.front().map(|p| p.received + wait),
+                Execution::PerMessage { .. } => self.rate_wait,
+                Execution::PerKey { .. } => None,
+            }
+        };
+        match (pause, work) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Pauses every partition while the stage holds all it may, resumes at half.
+    /// Once the stage holds all it may, it stops taking messages, and the client stops
+    /// fetching when its bounded prefetch is full; it takes again at half. Held that way longer
+    /// than `hold_off` (a database outage, slow handlers), the stage pauses its partitions
+    /// instead, and takes again, so it keeps polling and keeps its place in the group. Pausing
+    /// at once would be simpler, but each pause drops the client's prefetch and a resume takes
+    /// up to half a second to fetch again: under a burst, a third of the time lost.
     fn apply_backpressure(&mut self) {
         let limit = self.execution.buffer_limit();
         let buffered = self.buffered();
         if buffered >= limit {
-            self.feed.set_saturated(true);
+            let since = *self.saturated_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.hold_off {
+                self.feed.set_saturated(true);
+            }
         } else if buffered <= limit / 2 {
+            self.saturated_since = None;
             self.feed.set_saturated(false);
         }
+    }
+
+    /// Whether the loop takes messages (and rebalances) from the feed now.
+    fn taking(&self) -> bool {
+        self.saturated_since
+            .is_none_or(|since| since.elapsed() >= self.hold_off)
     }
 
     /// Takes a finished unit back: stores the offsets it made safe, frees its key.

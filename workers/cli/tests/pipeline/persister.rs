@@ -241,17 +241,13 @@ fn part_message(job: Uuid, n: u64, parts: u32, part: u32, a: u64, b: u64) -> Vec
     .unwrap()
 }
 
-/// A job redelivered and split across a different number of workers: the parts of the two
-/// splits must never be combined. Before the fix, part 0 of a 2-way split with parts 1 and 2 of
-/// a 3-way split made three rows for "3 parts" and a wrong answer was stored as done.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parts_of_two_splits_of_a_job_never_mix() {
-    let p = TestPipeline::spawn(no_workers()).await;
+/// Publishes ranges `(parts, part, a, b)` of job `job` (n = 9) under the job's key, then a
+/// one-range job under the same key, and waits until that one is done: the persister has then
+/// handled the ranges before it (one key, one partition).
+async fn publish_ranges(p: &TestPipeline, job: Uuid, ranges: &[(u32, u32, u64, u64)]) {
     let topic = p.topics.results();
-    let job = Uuid::new_v4();
-    // One key: one partition, so the marker below comes after the parts.
     let key = job.to_string();
-    for (parts, part, a, b) in [(2, 0, 1, 5), (3, 1, 4, 6), (3, 2, 7, 9)] {
+    for &(parts, part, a, b) in ranges {
         p.publish_raw(&topic, &key, part_message(job, 9, parts, part, a, b))
             .await;
     }
@@ -264,6 +260,16 @@ async fn parts_of_two_splits_of_a_job_never_mix() {
         Duration::from_secs(30),
     )
     .await;
+}
+
+/// A job redelivered and split across a different number of workers: the parts of the two
+/// splits must never be combined. Before the fix, part 0 of a 2-way split with parts 1 and 2 of
+/// a 3-way split made three rows for "3 parts" and a wrong answer was stored as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_of_two_splits_of_a_job_never_mix() {
+    let p = TestPipeline::spawn(no_workers()).await;
+    let job = Uuid::new_v4();
+    publish_ranges(&p, job, &[(2, 0, 1, 5), (3, 1, 4, 6), (3, 2, 7, 9)]).await;
     assert_eq!(
         p.count(&format!("SELECT count(*) FROM jobs WHERE job_id = '{job}'"))
             .await,
@@ -272,36 +278,15 @@ async fn parts_of_two_splits_of_a_job_never_mix() {
     );
 
     // The 3-way split completes: its answer, from its own parts only.
-    p.publish_raw(&topic, &key, part_message(job, 9, 3, 0, 1, 3))
-        .await;
-    p.wait_count(
-        &format!(
-            "SELECT count(*) FROM jobs WHERE job_id = '{job}' AND status = 'done'
-               AND result->>'result' = '285' AND jsonb_array_length(result->'parts') = 3"
-        ),
-        1,
-        Duration::from_secs(30),
-    )
-    .await;
-    // The 2-way split completing later changes nothing.
-    p.publish_raw(&topic, &key, part_message(job, 9, 2, 1, 6, 9))
-        .await;
-    let marker = Uuid::new_v4();
-    p.publish_raw(&topic, &key, part_message(marker, 1, 1, 0, 1, 1))
-        .await;
-    p.wait_count(
-        &format!("SELECT count(*) FROM jobs WHERE job_id = '{marker}'"),
-        1,
-        Duration::from_secs(30),
-    )
-    .await;
-    assert_eq!(
-        p.count(&format!(
-            "SELECT count(*) FROM jobs WHERE job_id = '{job}' AND jsonb_array_length(result->'parts') = 3"
-        ))
-        .await,
-        1
+    publish_ranges(&p, job, &[(3, 0, 1, 3)]).await;
+    let answer = format!(
+        "SELECT count(*) FROM jobs WHERE job_id = '{job}' AND status = 'done'
+           AND result->>'result' = '285' AND jsonb_array_length(result->'parts') = 3"
     );
+    assert_eq!(p.count(&answer).await, 1);
+    // The 2-way split completing later changes nothing.
+    publish_ranges(&p, job, &[(2, 1, 6, 9)]).await;
+    assert_eq!(p.count(&answer).await, 1);
 }
 
 /// Parts that do not cover 1..n exactly once (a gap and an overlap, as a forged or buggy
@@ -309,22 +294,8 @@ async fn parts_of_two_splits_of_a_job_never_mix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_that_do_not_cover_the_range_exactly_once_make_no_answer() {
     let p = TestPipeline::spawn(no_workers()).await;
-    let topic = p.topics.results();
     let job = Uuid::new_v4();
-    let key = job.to_string();
-    for (part, a, b) in [(0, 1, 4), (1, 4, 6), (2, 8, 9)] {
-        p.publish_raw(&topic, &key, part_message(job, 9, 3, part, a, b))
-            .await;
-    }
-    let marker = Uuid::new_v4();
-    p.publish_raw(&topic, &key, part_message(marker, 1, 1, 0, 1, 1))
-        .await;
-    p.wait_count(
-        &format!("SELECT count(*) FROM jobs WHERE job_id = '{marker}'"),
-        1,
-        Duration::from_secs(30),
-    )
-    .await;
+    publish_ranges(&p, job, &[(3, 0, 1, 4), (3, 1, 4, 6), (3, 2, 8, 9)]).await;
     assert_eq!(
         p.count(&format!("SELECT count(*) FROM jobs WHERE job_id = '{job}'"))
             .await,
