@@ -296,11 +296,7 @@ fn replayed_count(out: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_replays_publish_each_dead_message_once_and_only_to_job_topics() {
-    let p = TestPipeline::spawn(Options {
-        compute_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let jobs_topic = p.topics.compute_jobs();
     let (twice, once, elsewhere) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     sqlx::query(
@@ -550,11 +546,7 @@ fn sorted(jobs: &[Uuid]) -> Vec<String> {
 /// the same job and the same payload, and every other one is replayed too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn letters_sharing_an_original_position_are_each_replayed_unless_the_same_message() {
-    let p = TestPipeline::spawn(Options {
-        compute_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let jobs_topic = p.topics.compute_jobs();
     let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
     dead_jobs(&p, &[old, new]).await;
@@ -585,11 +577,7 @@ async fn letters_sharing_an_original_position_are_each_replayed_unless_the_same_
 /// job that dies again does so from a new position), so it is not published again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_a_replayed_letter_is_marked_replayed_without_publishing() {
-    let p = TestPipeline::spawn(Options {
-        compute_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let jobs_topic = p.topics.compute_jobs();
     let job = Uuid::new_v4();
     dead_jobs(&p, &[job]).await;
@@ -619,11 +607,7 @@ async fn a_copy_of_a_replayed_letter_is_marked_replayed_without_publishing() {
 /// claim is left to the run that holds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_replay_claim_is_taken_over_and_a_fresh_one_left_to_its_run() {
-    let p = TestPipeline::spawn(Options {
-        compute_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let jobs_topic = p.topics.compute_jobs();
     let (stale_job, fresh_job) = (Uuid::new_v4(), Uuid::new_v4());
     dead_jobs(&p, &[stale_job, fresh_job]).await;
@@ -666,11 +650,7 @@ async fn a_stale_replay_claim_is_taken_over_and_a_fresh_one_left_to_its_run() {
 /// still dead, and the next replay sends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_replay_publish_gives_the_claim_back() {
-    let p = TestPipeline::spawn(Options {
-        compute_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let jobs_topic = p.topics.compute_jobs();
     let job = Uuid::new_v4();
     dead_jobs(&p, &[job]).await;

@@ -141,11 +141,7 @@ async fn seed_examples_give_the_seeds_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calc_without_live_workers_says_so_and_leaves_nothing_behind() {
-    let p = TestPipeline::spawn(Options {
-        compute_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let (exit, out) = p
         .sluice(&["calc", "--op", "add", "--a", "1", "--b", "2"])
         .await;

@@ -15,13 +15,6 @@ use sluice_messages::header;
 
 use crate::helpers::{eventually, test_worker, Options, SharedHandler, TestPipeline};
 
-fn no_workers() -> Options {
-    Options {
-        compute_workers: 0,
-        ..Options::default()
-    }
-}
-
 fn one_at_a_time() -> Execution {
     Execution::Batches {
         max: 1,
@@ -52,7 +45,7 @@ impl Handler for Refused {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_the_broker_can_never_accept_dead_letter_the_message_and_the_stage_moves_on() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let topic = p.topics.compute_jobs();
     let stage = p
         .run_in_process(
@@ -129,7 +122,7 @@ impl Handler for Slow {
 /// member stays in its group and nothing is handled twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_busy_past_the_poll_interval_keeps_its_partitions() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let topic = p.topics.compute_jobs();
     let mut kafka = p.kafka.clone();
     kafka.max_poll_interval_ms = 7_000;
@@ -192,7 +185,7 @@ impl Handler for InterruptedForNoReason {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_or_a_broken_contract_stops_the_stage_with_an_error() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let topic = p.topics.compute_jobs();
     let panics = p
         .run_in_process(
@@ -260,7 +253,7 @@ impl Handler for Hangs {
 /// grace period instead of hanging; the message stays uncommitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_stage_reports_stalled_and_shutdown_abandons_its_work() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let topic = p.topics.compute_jobs();
     let mut worker = test_worker("stuck");
     worker.heartbeat_interval = Duration::from_millis(300);
@@ -313,7 +306,7 @@ impl Handler for RefusesAll {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_dead_letters_stops_the_stage() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let topic = p.topics.compute_jobs();
     let mut worker = test_worker("flood");
     worker.dead_letter_window = 10;
@@ -348,7 +341,7 @@ async fn a_flood_of_dead_letters_stops_the_stage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_heartbeat_interval_stops_a_worker_at_start_with_a_clear_error() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let index = p.start_with("sluice-compute", &[("HEARTBEAT_INTERVAL", "0")]);
     eventually(Duration::from_secs(30), "the worker exited", || async {
         (!p.is_running(index)).then_some(())
@@ -380,7 +373,7 @@ impl Handler for Inspects {
 /// A producer cannot forge an attempt count, a destination or a failure on a job topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_headers_on_a_public_topic_are_dropped() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let topic = p.topics.compute_jobs();
     let inspects = Arc::new(Inspects {
         seen: Mutex::new(Vec::new()),

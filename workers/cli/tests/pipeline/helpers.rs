@@ -78,6 +78,16 @@ pub struct Options {
     pub env: Vec<(String, String)>,
 }
 
+impl Options {
+    /// A persister and a retry service only: the test brings its own stages or messages.
+    pub fn no_workers() -> Self {
+        Self {
+            compute_workers: 0,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {

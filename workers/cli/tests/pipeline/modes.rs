@@ -16,13 +16,6 @@ use uuid::Uuid;
 
 use crate::helpers::{eventually, test_worker, Options, SharedHandler, TestPipeline};
 
-fn no_workers() -> Options {
-    Options {
-        compute_workers: 0,
-        ..Options::default()
-    }
-}
-
 /// A result for the persister, so that a finished message shows as a row.
 fn result_for(topics: &Topics, id: Uuid) -> Result<Vec<Output>, HandlerError> {
     let result = JobResult {
@@ -64,7 +57,7 @@ impl BlockingHandler for Fit {
 /// it does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_long_fit_on_the_blocking_pool_does_not_delay_heartbeats() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let fit = Fit {
         busy: Duration::from_secs(4),
         fits: AtomicUsize::new(0),
@@ -147,7 +140,7 @@ impl Handler for KeyRecorder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_order_holds_under_concurrency_and_a_transient_failure() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let recorder = Arc::new(KeyRecorder {
         seen: Mutex::new(HashMap::new()),
         failed_once: Mutex::new(false),
@@ -224,7 +217,7 @@ impl Handler for SlowAndFast {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_call_holds_back_no_fast_one_and_the_rate_limit_holds() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let handler = Arc::new(SlowAndFast {
         topics: p.topics.clone(),
         starts: Mutex::new(Vec::new()),

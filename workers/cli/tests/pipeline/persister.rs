@@ -12,13 +12,6 @@ use uuid::Uuid;
 
 use crate::helpers::{eventually, Options, TestPipeline, PARTITIONS};
 
-fn no_workers() -> Options {
-    Options {
-        compute_workers: 0,
-        ..Options::default()
-    }
-}
-
 /// A worker's result message for job `id`, as published to the results topic.
 fn result_message(id: Uuid, answer: serde_json::Value) -> Vec<u8> {
     json!({"id": id, "kind": "compute", "result": answer, "worker": "w", "attempts": 1,
@@ -29,7 +22,7 @@ fn result_message(id: Uuid, answer: serde_json::Value) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_results_become_dead_letters_and_the_persister_keeps_running() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let results = p.topics.results();
     let invalid = [
         b"not a result".to_vec(),
@@ -75,7 +68,7 @@ async fn invalid_results_become_dead_letters_and_the_persister_keeps_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_part_is_counted_once() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let job = Uuid::new_v4();
     let part = |index: u32, a: u64, b: u64, sum: u64| PartResult {
         kind: KIND_PART.into(),
@@ -123,7 +116,7 @@ async fn a_redelivered_part_is_counted_once() {
 /// none of it again: rows an operator deleted since stay deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_position_stored_with_the_rows_decides_what_is_applied() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let results = p.topics.results();
     let result = |id: Uuid| result_message(id, json!({"ok": true, "result": 1.0}));
     let first: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
@@ -267,7 +260,7 @@ async fn publish_ranges(p: &TestPipeline, job: Uuid, ranges: &[(u32, u32, u64, u
 /// a 3-way split made three rows for "3 parts" and a wrong answer was stored as done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_of_two_splits_of_a_job_never_mix() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let job = Uuid::new_v4();
     publish_ranges(&p, job, &[(2, 0, 1, 5), (3, 1, 4, 6), (3, 2, 7, 9)]).await;
     assert_eq!(
@@ -293,7 +286,7 @@ async fn parts_of_two_splits_of_a_job_never_mix() {
 /// producer could send) never make an answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_that_do_not_cover_the_range_exactly_once_make_no_answer() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let job = Uuid::new_v4();
     publish_ranges(&p, job, &[(3, 0, 1, 4), (3, 1, 4, 6), (3, 2, 8, 9)]).await;
     assert_eq!(
@@ -331,7 +324,7 @@ async fn store_position(p: &TestPipeline, topic: &str, next_offset: i64, timesta
 /// the fix the persister skipped the new log's messages up to the old position, and their jobs
 /// never finished. Returns the new persister's log.
 async fn results_after_a_stale_position(next_offset: i64, timestamp: Option<i64>) -> String {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     assert!(p.terminate(0, Duration::from_secs(20)).await);
     let results = p.topics.results();
     store_position(&p, &results, next_offset, timestamp).await;
@@ -383,7 +376,7 @@ async fn a_position_inside_a_replaced_log_is_set_back_and_nothing_is_skipped() {
 /// and the messages below the committed offset were never applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_set_back_is_read_from_the_start_of_the_log() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     assert!(p.terminate(0, Duration::from_secs(20)).await);
     let results = p.topics.results();
     store_position(&p, &results, 0, None).await;
@@ -412,7 +405,7 @@ async fn a_position_set_back_is_read_from_the_start_of_the_log() {
 /// stored position past the waiting one, whose job then stayed pending forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_by_row_stops_at_the_first_row_not_written() {
-    let p = TestPipeline::spawn(no_workers()).await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     assert!(p.terminate(0, Duration::from_secs(20)).await);
     let database: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&p.pool)

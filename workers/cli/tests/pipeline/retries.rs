@@ -217,11 +217,7 @@ async fn park(p: &TestPipeline, tier: usize, id: &str, due_ms: i64, to: &str) {
 /// tier's delay after the retry service received the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_due_time_is_never_later_than_the_tier_delay() {
-    let p = TestPipeline::spawn(Options {
-        compute_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let (arrivals, stage) = arrivals_stage(&p, "clamped").await;
     let in_an_hour = Utc::now().timestamp_millis() + 3_600_000;
     let sent = Instant::now();
@@ -243,11 +239,7 @@ async fn a_due_time_is_never_later_than_the_tier_delay() {
 /// (here: the results topic) is dead-lettered as misrouted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_message_aimed_elsewhere_is_dead_lettered() {
-    let p = TestPipeline::spawn(Options {
-        compute_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let now = Utc::now().timestamp_millis();
     park(&p, 0, "forged", now, &p.topics.results()).await;
     p.wait_count(
@@ -267,11 +259,7 @@ async fn a_retried_message_aimed_elsewhere_is_dead_lettered() {
 /// leaves it again (two rebalances, with messages arriving meanwhile): every one comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_held_is_lost_when_retry_instances_join_and_leave() {
-    let p = TestPipeline::spawn(Options {
-        compute_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let (arrivals, stage) = arrivals_stage(&p, "held").await;
     let back_to = p.topics.returns("held");
     let longest = p.retry.tiers.len() - 1;
@@ -310,11 +298,7 @@ async fn nothing_held_is_lost_when_retry_instances_join_and_leave() {
 /// them meanwhile; once it stops, every one of them comes back through the other instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_instance_whose_sends_fail_past_the_poll_interval_keeps_its_partitions() {
-    let p = TestPipeline::spawn(Options {
-        compute_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
     let (arrivals, stage) = arrivals_stage(&p, "stuck").await;
     let back_to = p.topics.returns("stuck");
     let broken = p.start_with(
