@@ -282,3 +282,119 @@ async fn a_slow_call_holds_back_no_fast_one_and_the_rate_limit_holds() {
     p.shutdown.cancel();
     stage.await.unwrap().unwrap();
 }
+
+/// Fails every message transiently (so it is retried in place), or handles it, and counts the
+/// calls per key.
+struct KeyAttempts {
+    fails: bool,
+    calls: Mutex<HashMap<String, usize>>,
+}
+
+impl KeyAttempts {
+    fn new(fails: bool) -> Arc<Self> {
+        Arc::new(Self {
+            fails,
+            calls: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn calls(&self) -> HashMap<String, usize> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Handler for KeyAttempts {
+    async fn handle(&self, job: &Job, _cx: &Cx) -> Outcome {
+        let key = String::from_utf8_lossy(job.key.as_deref().unwrap_or_default()).into_owned();
+        *self.calls.lock().unwrap().entry(key).or_default() += 1;
+        if self.fails {
+            Err(HandlerError::transient(ErrorClass::Unavailable, "down"))
+        } else {
+            Ok(vec![])
+        }
+    }
+}
+
+/// A per-key stage retrying a message in place loses its partition to a second instance: the
+/// retries must stop there, or the old instance would apply an older update of the key after
+/// the new owner applied newer ones. Before the fix the in-place retries went on after the
+/// revoke. Two partitions and two instances: the first instance loses exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_retries_stop_when_their_partition_is_revoked() {
+    let p = TestPipeline::spawn(Options {
+        max_attempts: 100,
+        ..Options::no_workers()
+    })
+    .await;
+    let topic = p.topics.returns("keyed-input");
+    let two_partitions = sluice_core::config::KafkaConfig {
+        partitions: 2,
+        ..p.kafka.clone()
+    };
+    sluice_core::topics::ensure_topics(&two_partitions, std::slice::from_ref(&topic))
+        .await
+        .expect("the input topic");
+    let execution = Execution::PerKey {
+        in_flight: 16,
+        timeout: None,
+    };
+    let stage = || Stage::new("keyed", vec![topic.clone()], execution.clone());
+    let first = KeyAttempts::new(true);
+    let first_stage = p
+        .run_in_process(
+            stage(),
+            test_worker("keyed-a"),
+            SharedHandler(first.clone()),
+        )
+        .await;
+    let keys: Vec<String> = (0..10).map(|k| format!("key-{k}")).collect();
+    for key in &keys {
+        p.publish_raw(&topic, key, b"{}".to_vec()).await;
+    }
+    eventually(
+        Duration::from_secs(60),
+        "every key retried in place",
+        || async {
+            (first.calls().values().filter(|c| **c >= 2).count() == keys.len()).then_some(())
+        },
+    )
+    .await;
+
+    let second = KeyAttempts::new(false);
+    let second_stage = p
+        .run_in_process(
+            stage(),
+            test_worker("keyed-b"),
+            SharedHandler(second.clone()),
+        )
+        .await;
+    let moved: Vec<String> = eventually(
+        Duration::from_secs(60),
+        "the second instance to handle the keys of the partition it took",
+        || async {
+            let handled: Vec<String> = second.calls().into_keys().collect();
+            (!handled.is_empty()).then_some(handled)
+        },
+    )
+    .await;
+    // Let the moved keys' handling settle, then watch the first instance: with retries every
+    // 200 ms to 2 s, three seconds would show any that went on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = first.calls();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = first.calls();
+    for key in &moved {
+        assert_eq!(
+            before.get(key),
+            after.get(key),
+            "{key} moved to the second instance but the first went on retrying it"
+        );
+    }
+    assert!(
+        moved.len() < keys.len(),
+        "the first instance kept one partition"
+    );
+    p.shutdown.cancel();
+    first_stage.await.unwrap().unwrap();
+    second_stage.await.unwrap().unwrap();
+}
