@@ -130,26 +130,9 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Joins consumer group `group` on `topics`, holding each fetch at most `fetch_wait_ms` on
-    /// the broker.
-    pub fn subscribe(
-        kafka: &KafkaConfig,
-        group: &str,
-        topics: &[String],
-        untrusted: &[String],
-        fetch_wait_ms: u32,
-    ) -> Result<Self, PipelineError> {
-        let subscription = Subscription {
-            topics: topics.to_vec(),
-            fetch_wait_ms,
-            group: group.to_string(),
-        };
-        Self::subscribe_all(kafka, &[subscription], untrusted)
-    }
-
     /// Joins each subscription's group on its topics. sluice's own headers are dropped from
     /// messages of the `untrusted` topics.
-    pub fn subscribe_all(
+    pub fn subscribe(
         kafka: &KafkaConfig,
         subscriptions: &[Subscription],
         untrusted: &[String],

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{KafkaConfig, RetryConfig, WorkerConfig};
 use crate::error::PipelineError;
 use crate::kafka::Publisher;
+use crate::pause::Pause;
 use crate::retry::RetryPolicy;
 use crate::stats::WorkerStats;
 use crate::topics;
@@ -47,14 +48,13 @@ impl StageContext {
     ) -> Result<Arc<Self>, PipelineError> {
         worker.validate()?;
         let topics = Topics::new(&kafka.topic_prefix, &retry.tiers);
-        let mut pause = Duration::from_millis(200);
+        let mut pause = Pause::starting_at(Duration::from_millis(200));
         loop {
             match topics::ensure_topics(&kafka, &topics.all()).await {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() && !shutdown.is_cancelled() => {
                     tracing::warn!(error = %e, "broker not ready, retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    pause.wait(shutdown).await;
                 }
                 Err(e) => return Err(e),
             }

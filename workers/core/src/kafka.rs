@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::error::PipelineError;
+use crate::pause::Pause;
 use crate::producer::AckingProducer;
 pub use crate::producer::Output;
 
@@ -162,7 +163,7 @@ impl Publisher {
         output: &Output,
         shutdown: &CancellationToken,
     ) -> Result<(), PublishError> {
-        let mut pause = Duration::from_millis(100);
+        let mut pause = Pause::starting_at(Duration::from_millis(100));
         loop {
             match self.try_publish(output).await {
                 Ok(_) => return Ok(()),
@@ -174,11 +175,9 @@ impl Publisher {
                         });
                     }
                     tracing::warn!(topic = %output.topic, error = %e, "publish failed, retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Err(PublishError::Interrupted),
-                        _ = tokio::time::sleep(pause) => {}
+                    if !pause.wait(shutdown).await {
+                        return Err(PublishError::Interrupted);
                     }
-                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! Lower modules never use higher ones:
-//! - [`config`], [`error`], [`shutdown`]: configuration, the error layers, signals and logs.
+//! - [`config`], [`error`], [`shutdown`], [`pause`]: configuration, the error layers, signals
+//!   and logs, waiting out what is down.
 //! - [`headers`], [`kafka`], [`producer`]: reading headers; client configs, the [`Publisher`]
 //!   and the acknowledging producer under it.
 //! - [`job`]: the [`Job`] a handler sees, its [`Cx`] and the [`Handler`] trait.
@@ -28,6 +29,7 @@ pub mod job;
 pub mod kafka;
 pub mod limits;
 pub mod offsets;
+pub mod pause;
 pub mod pipeline;
 pub mod producer;
 pub mod retry;

@@ -32,6 +32,7 @@ use crate::heartbeat::HeartbeatTask;
 use crate::job::{Cx, Handler, Job, Outcome, TopicPartition};
 use crate::kafka::{PublishError, MESSAGE_MAX_BYTES};
 use crate::limits::{DeadLetterGuard, RateLimiter};
+use crate::pause::Pause;
 use crate::retry::publish_dead_letter;
 use crate::topics::ensure_topics;
 
@@ -232,7 +233,7 @@ pub async fn run_stage<H: Handler>(
             group: ctx.topics.slow_group(&stage.role),
         },
     ];
-    let feed = Feed::subscribe_all(&ctx.kafka, &subscriptions, &untrusted)?;
+    let feed = Feed::subscribe(&ctx.kafka, &subscriptions, &untrusted)?;
     let mut heartbeat = HeartbeatTask::spawn(ctx.clone(), &stage.role);
     tracing::info!(role = %stage.role, instance = %ctx.worker.instance_id,
         inputs = ?stage.inputs, slow_inputs = ?stage.slow_inputs, execution = ?stage.execution,
@@ -241,8 +242,7 @@ pub async fn run_stage<H: Handler>(
     let shared = Arc::new(Shared {
         ctx: ctx.clone(),
         handler,
-        return_topic,
-        retry_in_place: stage.retry_in_place,
+        way_back: (!stage.retry_in_place).then_some(return_topic),
         batched: matches!(stage.execution, Execution::Batches { .. }),
         timeout: stage.execution.timeout(),
         shutdown: shutdown.clone(),
@@ -265,8 +265,9 @@ pub async fn run_stage<H: Handler>(
 struct Shared<H> {
     ctx: Arc<StageContext>,
     handler: H,
-    return_topic: String,
-    retry_in_place: bool,
+    /// The stage's returns topic, where retried messages come back; none for a stage that
+    /// retries in place.
+    way_back: Option<String>,
     batched: bool,
     timeout: Option<Duration>,
     shutdown: CancellationToken,
@@ -336,7 +337,7 @@ struct StageLoop<H> {
     /// Cancelled when a partition is revoked, so that its work still in flight — a call, or
     /// a transient failure retried in place — stops instead of racing the partition's next
     /// owner (which would let an older message of a key land after a newer one).
-    ownership: HashMap<(String, i32), CancellationToken>,
+    ownership: HashMap<TopicPartition, CancellationToken>,
     /// Since when the stage has held all it may; see [`StageLoop::apply_backpressure`].
     saturated_since: Option<Instant>,
     /// How long a full stage stops taking messages before it pauses its partitions.
@@ -446,8 +447,7 @@ impl<H: Handler> StageLoop<H> {
                     pending.retain(|p| !revoked.contains(p));
                 }
                 for p in &revoked {
-                    if let Some(ownership) = self.ownership.remove(&(p.topic.clone(), p.partition))
-                    {
+                    if let Some(ownership) = self.ownership.remove(p) {
                         ownership.cancel();
                     }
                 }
@@ -493,16 +493,15 @@ impl<H: Handler> StageLoop<H> {
                 _ = shared.shutdown.cancelled() => return Err(HandlerError::Interrupted),
                 _ = tokio::time::sleep(delay) => {}
             }
-            let mut pause = Duration::from_millis(200);
+            let mut pause = Pause::starting_at(Duration::from_millis(200));
             loop {
                 match shared.handler.on_assigned(&partitions).await {
                     Err(e) if e.is_retryable() => {
-                        tracing::warn!(error = %e, ?pause, "checking assigned partitions failed, retrying");
-                        tokio::select! {
-                            _ = shared.shutdown.cancelled() => return Err(HandlerError::Interrupted),
-                            _ = tokio::time::sleep(pause) => {}
+                        tracing::warn!(error = %e, pause = ?pause.next(),
+                            "checking assigned partitions failed, retrying");
+                        if !pause.wait(&shared.shutdown).await {
+                            return Err(HandlerError::Interrupted);
                         }
-                        pause = (pause * 2).min(Duration::from_secs(5));
                     }
                     done => return done,
                 }
@@ -601,7 +600,7 @@ impl<H: Handler> StageLoop<H> {
         let revoked = match unit.as_slice() {
             [one] => self
                 .ownership
-                .entry((one.job.topic.clone(), one.job.partition))
+                .entry(one.job.topic_partition())
                 .or_default()
                 .child_token(),
             _ => CancellationToken::new(),
@@ -801,7 +800,7 @@ async fn run_unit<H: Handler>(
         }
         outcomes
     };
-    if shared.retry_in_place {
+    if shared.way_back.is_none() {
         for (job, outcome) in jobs.iter_mut().zip(outcomes.iter_mut()) {
             retry_in_place(&shared, job, outcome, &revoked).await;
         }
@@ -927,9 +926,9 @@ async fn deliver<H: Handler>(
             return Err(PipelineError::Fatal { class, message })
         }
         Err(error) => {
-            let next = ctx
-                .retry
-                .route_failure(&ctx.topics, &shared.return_topic, job, &error);
+            let next =
+                ctx.retry
+                    .route_failure(&ctx.topics, shared.way_back.as_deref(), job, &error);
             let dead = next.topic == ctx.topics.dead_letters();
             tracing::warn!(topic = %job.topic, partition = job.partition, offset = job.offset,
                 attempt = job.attempt, to = %next.topic, %error, "message failed");
@@ -972,7 +971,7 @@ async fn deliver<H: Handler>(
     let error = HandlerError::permanent(ErrorClass::Undeliverable, &refused);
     let letter = ctx
         .retry
-        .route_failure(&ctx.topics, &shared.return_topic, job, &error);
+        .route_failure(&ctx.topics, shared.way_back.as_deref(), job, &error);
     Ok(
         if publish_dead_letter(&ctx.publisher, &letter, &shared.shutdown).await? {
             Delivery::DeadLettered

@@ -68,12 +68,13 @@ impl RetryPolicy {
             .unwrap_or(tiers.len() - 1)
     }
 
-    /// Turns a failed message into its next hop: a retry tier, due back at `return_topic` (the
-    /// failing stage's returns topic), or the dead-letter topic.
+    /// Turns a failed message into its next hop: a retry tier, due back at `way_back` (the
+    /// failing stage's returns topic), or the dead-letter topic. With no way back (a stage
+    /// that retries in place, the retry service itself) it is always the dead letters.
     pub fn route_failure(
         &self,
         topics: &Topics,
-        return_topic: &str,
+        way_back: Option<&str>,
         job: &Job,
         error: &HandlerError,
     ) -> Output {
@@ -112,13 +113,15 @@ impl RetryPolicy {
                     .to_string(),
             ),
         ];
-        let topic = if error.is_retryable() && failures < self.config.max_attempts {
+        let retry_to =
+            way_back.filter(|_| error.is_retryable() && failures < self.config.max_attempts);
+        let topic = if let Some(way_back) = retry_to {
             let (topic, tier_delay) = self.tier_after(topics, failures, error.earliest_retry());
             add.push((
                 header::DUE_MS,
                 (now_ms + tier_delay.as_millis() as i64).to_string(),
             ));
-            add.push((header::RETURN_TOPIC, return_topic.to_string()));
+            add.push((header::RETURN_TOPIC, way_back.to_string()));
             topic.clone()
         } else {
             if let Some(id) = job_id_of(&job.payload) {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use sluice_core::config::{env_or, env_string, ConfigError};
+use sluice_core::pause::Pause;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -49,14 +50,13 @@ pub async fn connect_and_migrate(
     db: &DatabaseConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<PgPool> {
-    let mut pause = Duration::from_millis(200);
+    let mut pause = Pause::starting_at(Duration::from_millis(200));
     let pool = loop {
         match connect(db).await {
             Ok(pool) => break pool,
             Err(e) if is_transient(&e) && !shutdown.is_cancelled() => {
                 tracing::warn!(error = %e, "database not reachable, retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
+                pause.wait(shutdown).await;
             }
             Err(e) => return Err(e.into()),
         }

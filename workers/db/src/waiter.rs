@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice_core::pause::Pause;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -167,7 +168,8 @@ impl JobWaiter {
 /// The listener's loop: wakes the waiters a notification names, and all of them after a
 /// reconnection. Its receive is never interrupted but to stop: a message half read would be lost.
 async fn listen(mut listener: PgListener, interest: Arc<Interest>, stop: CancellationToken) {
-    let mut pause = Duration::from_millis(100);
+    let first_pause = Duration::from_millis(100);
+    let mut pause = Pause::starting_at(first_pause);
     loop {
         let received = tokio::select! {
             _ = stop.cancelled() => return,
@@ -175,7 +177,7 @@ async fn listen(mut listener: PgListener, interest: Arc<Interest>, stop: Cancell
         };
         match received {
             Ok(Some(notification)) => {
-                pause = Duration::from_millis(100);
+                pause = Pause::starting_at(first_pause);
                 interest.wake(&notify::parse(notification.payload()));
             }
             // The connection was lost and is back, listening again: what was sent meanwhile is
@@ -186,11 +188,9 @@ async fn listen(mut listener: PgListener, interest: Arc<Interest>, stop: Cancell
                 // Reconnecting failed (the next receive tries again) or the server ended the
                 // session; either way notifications may have been missed.
                 tracing::warn!(error = %e, "job notifications interrupted; reconnecting");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(pause) => {}
+                if !pause.wait(&stop).await {
+                    return;
                 }
-                pause = (pause * 2).min(Duration::from_secs(5));
                 interest.wake(&notify::Changed::Anything);
             }
         }

@@ -59,18 +59,14 @@ enum WriteError {
 }
 
 impl PersisterHandler {
-    pub fn new(
-        pool: PgPool,
-        ctx: Arc<StageContext>,
-        shutdown: CancellationToken,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
-        Ok(Self {
+    pub fn new(pool: PgPool, ctx: Arc<StageContext>, shutdown: CancellationToken) -> Self {
+        Self {
             pool,
             group: ctx.topics.group(ROLE),
-            logs: LogProbe::new(&ctx.kafka)?,
+            logs: LogProbe::new(&ctx.kafka),
             ctx,
             shutdown,
-        })
+        }
     }
 
     /// The row a message becomes: its own, or, when it is invalid, a dead letter written in the
@@ -82,13 +78,10 @@ impl PersisterHandler {
 
     /// `job` as the dead letter the pipeline would have published for `error`.
     fn rejected(&self, job: &Job, error: &HandlerError) -> Record {
-        // The persister retries in place, so a dead letter's way back is never used.
-        let letter = self.ctx.retry.route_failure(
-            &self.ctx.topics,
-            &self.ctx.topics.dead_letters(),
-            job,
-            error,
-        );
+        let letter = self
+            .ctx
+            .retry
+            .route_failure(&self.ctx.topics, None, job, error);
         Record::DeadLetter(records::parse_dead_letter(&Job {
             headers: letter.headers,
             ..job.clone()
@@ -212,25 +205,25 @@ impl Handler for PersisterHandler {
         let stored = store::positions(&self.pool, &self.group, partitions)
             .await
             .map_err(database_unavailable)?;
+        // Set back by an earlier check (maybe another replica's) whose rewind may not have
+        // happened: reading from the start skips nothing, and applies nothing twice.
+        let (set_back, applied): (Vec<_>, Vec<_>) =
+            stored.into_iter().partition(|p| p.next_offset == 0);
+        let mut restarted: Vec<TopicPartition> =
+            set_back.into_iter().map(|p| p.partition).collect();
+        let ends = self
+            .logs
+            .ends(applied.iter().map(|p| p.partition.clone()).collect())
+            .await
+            .map_err(broker_unavailable)?;
         let mut to_compare = Vec::new();
-        let mut restarted = Vec::new();
-        for position in stored {
-            if position.next_offset == 0 {
-                // Set back by an earlier check (maybe another replica's) whose rewind may not
-                // have happened: reading from the start skips nothing, and applies nothing twice.
-                restarted.push(position.partition);
-                continue;
-            }
-            let log_end = self
-                .logs
-                .end(&position.partition)
-                .await
-                .map_err(broker_unavailable)?;
+        for position in applied {
+            let log_end = ends[&position.partition];
             if position.next_offset > log_end {
                 self.restart(&position, &format!("beyond the log's end, {log_end}"))
                     .await?;
                 restarted.push(position.partition);
-            } else if position.next_offset > 0 && position.last_timestamp_ms.is_some() {
+            } else if position.last_timestamp_ms.is_some() {
                 to_compare.push(position);
             }
         }
@@ -304,7 +297,7 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     let topics = &ctx.topics;
     let answers = vec![topics.results()];
     let records = vec![topics.dead_letters(), topics.heartbeats()];
-    let handler = PersisterHandler::new(pool, ctx.clone(), shutdown.clone())?;
+    let handler = PersisterHandler::new(pool, ctx.clone(), shutdown.clone());
     // Nothing comes back to the persister through the retry topics: a database outage is
     // waited out where it happens.
     let stage = Stage::new(ROLE, answers, execution)

@@ -3,7 +3,6 @@
 //! positions were taken in is still the one there.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -16,28 +15,36 @@ use sluice_core::{kafka, TopicPartition};
 /// How long the broker may take to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Asks with a client of its own per question: questions come only with assignments, and an
+/// idle client would cost threads and wake-ups all the time in between.
 pub struct LogProbe {
     kafka: KafkaConfig,
-    /// For metadata and watermarks: no group, no subscription.
-    client: Arc<BaseConsumer>,
 }
 
 impl LogProbe {
-    pub fn new(kafka: &KafkaConfig) -> Result<Self, KafkaError> {
-        Ok(Self {
+    pub fn new(kafka: &KafkaConfig) -> Self {
+        Self {
             kafka: kafka.clone(),
-            client: Arc::new(kafka::client_config(kafka).create()?),
-        })
+        }
     }
 
-    /// The offset the partition's next message will get.
-    pub async fn end(&self, partition: &TopicPartition) -> Result<i64, KafkaError> {
-        let client = self.client.clone();
-        let (topic, number) = (partition.topic.clone(), partition.partition);
-        tokio::task::spawn_blocking(move || client.fetch_watermarks(&topic, number, ASK_TIMEOUT))
-            .await
-            .expect("a watermark look-up does not panic")
-            .map(|(_, high)| high)
+    /// The offset each partition's next message will get.
+    pub async fn ends(
+        &self,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<HashMap<TopicPartition, i64>, KafkaError> {
+        let client: BaseConsumer = kafka::client_config(&self.kafka).create()?;
+        tokio::task::spawn_blocking(move || {
+            partitions
+                .into_iter()
+                .map(|p| {
+                    let (_, high) = client.fetch_watermarks(&p.topic, p.partition, ASK_TIMEOUT)?;
+                    Ok((p, high))
+                })
+                .collect()
+        })
+        .await
+        .expect("a watermark look-up does not panic")
     }
 
     /// The timestamp of the message at each (partition, offset), read with a consumer of no

@@ -27,7 +27,7 @@ use chrono::Utc;
 use futures::future::join_all;
 use futures::FutureExt;
 use sluice_core::config::WorkerConfig;
-use sluice_core::consumer::{Event, Feed};
+use sluice_core::consumer::{Event, Feed, Subscription};
 use sluice_core::headers::{header_i64, header_str, rewrite_headers};
 use sluice_core::heartbeat::HeartbeatTask;
 use sluice_core::retry::publish_dead_letter;
@@ -221,8 +221,7 @@ fn way_back(ctx: &StageContext, job: &Job) -> Result<Output, Output> {
 }
 
 fn dead_letter(ctx: &StageContext, job: &Job, error: &HandlerError) -> Output {
-    // Permanent errors always route to the dead letters; the return topic is not used.
-    ctx.retry.route_failure(&ctx.topics, "", job, error)
+    ctx.retry.route_failure(&ctx.topics, None, job, error)
 }
 
 /// Sends one due message back (or to the dead letters if it cannot go back).
@@ -465,13 +464,12 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     // Every message here waits a tier delay anyway: a long fetch wait spares the broker
     // reads of idle tier partitions. Tier topics are sluice's own, so their headers are
     // trusted.
-    let feed = Feed::subscribe(
-        &ctx.kafka,
-        &ctx.topics.group(ROLE),
-        &names,
-        &[],
-        ctx.kafka.slow_fetch_wait_max_ms,
-    )?;
+    let tier_topics = Subscription {
+        topics: names.clone(),
+        fetch_wait_ms: ctx.kafka.slow_fetch_wait_max_ms,
+        group: ctx.topics.group(ROLE),
+    };
+    let feed = Feed::subscribe(&ctx.kafka, &[tier_topics], &[])?;
     tracing::info!(instance = %ctx.worker.instance_id, tiers = ?names, "retry service started");
     let mut heartbeat = HeartbeatTask::spawn(ctx.clone(), ROLE);
     let mut service = RetryService {
