@@ -34,6 +34,7 @@ use crate::kafka::{PublishError, MESSAGE_MAX_BYTES};
 use crate::limits::{DeadLetterGuard, RateLimiter};
 use crate::pause::Pause;
 use crate::retry::publish_dead_letter;
+use crate::shutdown::finish_within;
 use crate::topics::ensure_topics;
 
 /// How a stage runs its handler.
@@ -718,22 +719,13 @@ impl<H: Handler> StageLoop<H> {
         self.keys.clear();
         self.ready.clear();
         self.keyed = 0;
-        let deadline = Instant::now() + grace;
-        while !self.tasks.is_empty() {
-            tokio::select! {
-                Some(done) = self.tasks.join_next() => {
-                    if let Err(e) = self.finished(done) {
-                        tracing::error!(error = %e, "while shutting down");
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(abandoned = self.tasks.len(), ?grace,
-                        "shutdown grace over: abandoning work in flight, uncommitted");
-                    self.tasks.abort_all();
-                    while self.tasks.join_next().await.is_some() {}
-                }
+        let mut tasks = std::mem::take(&mut self.tasks);
+        finish_within(&mut tasks, grace, |done| {
+            if let Err(e) = self.finished(done) {
+                tracing::error!(error = %e, "while shutting down");
             }
-        }
+        })
+        .await;
         if let Some(assigning) = self.assigning.take() {
             assigning.abort();
         }

@@ -31,13 +31,13 @@ use sluice_core::consumer::{Event, Feed, Subscription};
 use sluice_core::headers::{header_i64, header_str, rewrite_headers};
 use sluice_core::heartbeat::HeartbeatTask;
 use sluice_core::retry::publish_dead_letter;
+use sluice_core::shutdown::finish_within;
 use sluice_core::{
     ErrorClass, HandlerError, Job, Output, PipelineError, PublishError, StageContext,
     TopicPartition,
 };
 use sluice_messages::header;
 use tokio::task::{AbortHandle, JoinError, JoinSet};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub const ROLE: &str = "retry";
@@ -431,26 +431,16 @@ impl RetryService {
     /// do store their offsets), then they are abandoned uncommitted; what was stored is
     /// committed.
     async fn wind_down(&mut self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        while !self.sends.is_empty() {
-            tokio::select! {
-                biased;
-                Some(done) = self.sends.join_next() => {
-                    if let Err(e) = self.sent(done) {
-                        tracing::error!(error = %e, "while shutting down");
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(abandoned = self.sends.len(), ?grace,
-                        "shutdown grace over: abandoning sends in flight, uncommitted");
-                    break;
-                }
+        let mut sends = std::mem::take(&mut self.sends);
+        finish_within(&mut sends, grace, |done| {
+            if let Err(e) = self.sent(done) {
+                tracing::error!(error = %e, "while shutting down");
             }
-        }
+        })
+        .await;
         for sending in self.schedule.abandon_all() {
             self.abandon(sending);
         }
-        self.sends.shutdown().await;
         self.feed.commit();
     }
 }
