@@ -1,5 +1,6 @@
 //! The `sluice` command line: publish compute jobs and wait for their persisted answers,
-//! inspect jobs, workers and dead letters, replay dead letters, and benchmark the pipeline.
+//! inspect jobs, workers and dead letters, replay dead letters, use the key-value store, and
+//! benchmark the pipeline.
 
 pub mod app;
 pub mod commands;
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
-use commands::{bench, calc, dlq, job, workers};
+use commands::{bench, calc, dlq, job, kv, workers};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +37,11 @@ pub enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// The key-value store: get, list, put, del, watch, rebuild.
+    Kv {
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
     /// Measure the running pipeline.
     Bench {
         #[command(subcommand)]
@@ -50,6 +56,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Job { id } => job::run(&app, id).await,
         Command::Workers => workers::run(&app).await,
         Command::Dlq { command } => dlq::run(&app, command).await,
+        Command::Kv { command } => kv::run(&app, command).await,
         Command::Bench { command } => bench::run(&app, command).await,
     }
 }

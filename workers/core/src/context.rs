@@ -50,7 +50,7 @@ impl StageContext {
         let topics = Topics::new(&kafka.topic_prefix, &retry.tiers);
         let mut pause = Pause::starting_at(Duration::from_millis(200));
         loop {
-            match topics::ensure_topics(&kafka, &topics.all()).await {
+            match topics::ensure_shared_topics(&kafka, &topics).await {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() && !shutdown.is_cancelled() => {
                     tracing::warn!(error = %e, "broker not ready, retrying");

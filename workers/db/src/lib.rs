@@ -5,10 +5,12 @@
 //! - [`pool`]: [`DatabaseConfig`], connecting, migrating, and which errors pass by themselves.
 //! - [`queries`]: claiming a job id, job status, live workers.
 //! - [`dead_letters`]: listing dead letters, and claiming each for exactly one replay.
+//! - [`kv`]: the key-value store's table, read and rebuilt.
 //! - [`notify`]: what a notification on [`JOBS_CHANNEL`] says.
 //! - [`waiter`]: the [`JobWaiter`], one listening connection for every job awaited in a process.
 
 pub mod dead_letters;
+pub mod kv;
 pub mod notify;
 pub mod pool;
 pub mod queries;

@@ -8,11 +8,13 @@
 //! - [`topics`]: every topic and consumer-group name, under one prefix.
 //! - [`heartbeat`]: the liveness message of every service.
 //! - [`compute`]: the calculator's requests, answers and sum_squares parts (seed 002).
+//! - [`kv`]: the key-value store's updates and applied changes (seed 000).
 
 pub mod compute;
 pub mod envelope;
 pub mod header;
 pub mod heartbeat;
+pub mod kv;
 pub mod topics;
 
 pub use envelope::{Envelope, JobResult};

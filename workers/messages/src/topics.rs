@@ -68,10 +68,38 @@ impl Topics {
             })
     }
 
+    /// Updates of the key-value store, keyed by the KV key; compacted.
+    pub fn kv_updates(&self) -> String {
+        self.name("kv.updates")
+    }
+
+    /// Every change the KV applier made, keyed by the KV key; compacted. Followed by
+    /// `sluice kv watch`, replayed by `sluice kv rebuild`.
+    pub fn kv_state(&self) -> String {
+        self.name("kv.state")
+    }
+
     /// The topics producers publish work to, and so the only ones a dead letter may be replayed
     /// to.
     pub fn job_inputs(&self) -> Vec<String> {
-        vec![self.compute_jobs()]
+        vec![self.compute_jobs(), self.kv_updates()]
+    }
+
+    /// The settings `topic` is created with beyond the broker's defaults: the KV store's
+    /// topics keep the newest message of each key (compaction) rather than the newest
+    /// messages, and an update is kept a week whatever follows it, so an applier that was
+    /// down for less than that misses none.
+    pub fn settings(&self, topic: &str) -> Vec<(&'static str, &'static str)> {
+        if topic == self.kv_updates() {
+            vec![
+                ("cleanup.policy", "compact"),
+                ("min.compaction.lag.ms", "604800000"),
+            ]
+        } else if topic == self.kv_state() {
+            vec![("cleanup.policy", "compact")]
+        } else {
+            vec![]
+        }
     }
 
     /// The consumer group of a service, under the same prefix as the topics.
@@ -88,7 +116,12 @@ impl Topics {
     /// Every topic the services share (each stage creates its own returns topic).
     pub fn all(&self) -> Vec<String> {
         let mut all = self.job_inputs();
-        all.extend([self.results(), self.dead_letters(), self.heartbeats()]);
+        all.extend([
+            self.results(),
+            self.dead_letters(),
+            self.heartbeats(),
+            self.kv_state(),
+        ]);
         all.extend(self.retry_tiers.iter().map(|(name, _)| name.clone()));
         all
     }

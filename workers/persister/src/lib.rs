@@ -1,6 +1,7 @@
-//! The persister: consumes results, sum_squares parts, dead letters and heartbeats and writes
-//! them to PostgreSQL in batches (flushed at `PERSISTER_BATCH_MAX` rows or after
-//! `PERSISTER_BATCH_WAIT`).
+//! The persister: consumes results, sum_squares parts, dead letters, heartbeats and KV updates
+//! and writes them to PostgreSQL in batches (flushed at `PERSISTER_BATCH_MAX` rows or after
+//! `PERSISTER_BATCH_WAIT`). It is also the KV store's applier ([`kv`]): the store's table is
+//! one more view written exactly once from a topic.
 //!
 //! Exactly-once into Postgres: the persister's position in each input partition is stored in
 //! the same transaction as the rows (see [`store`]), so a redelivered message is skipped; the
@@ -16,6 +17,7 @@
 //! created again, another cluster). The position is then set back, with a warning, so nothing
 //! the log now holds is skipped.
 
+pub mod kv;
 pub mod logs;
 pub mod records;
 pub mod store;
@@ -35,9 +37,10 @@ use sluice_db::DatabaseConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use kv::Changelog;
 use logs::LogProbe;
 use records::Record;
-use store::{Consumed, StoredPosition};
+use store::{Consumed, StoreError, StoredPosition};
 
 pub const ROLE: &str = "persister";
 
@@ -48,13 +51,15 @@ pub struct PersisterHandler {
     group: String,
     /// Asks the broker what partitions' logs hold now.
     logs: LogProbe,
+    /// Where applied KV changes go.
+    changelog: Changelog,
     shutdown: CancellationToken,
 }
 
 /// Why a batch was not written.
 enum WriteError {
     /// The database refused the data itself; retrying the same rows cannot help.
-    Refused(sqlx::Error),
+    Refused(StoreError),
     Interrupted,
 }
 
@@ -64,6 +69,11 @@ impl PersisterHandler {
             pool,
             group: ctx.topics.group(ROLE),
             logs: LogProbe::new(&ctx.kafka),
+            changelog: Changelog {
+                publisher: ctx.publisher.clone(),
+                topic: ctx.topics.kv_state(),
+                worker: ctx.worker.instance_id.clone(),
+            },
             ctx,
             shutdown,
         }
@@ -98,7 +108,7 @@ impl PersisterHandler {
             ..ExponentialBackoff::default()
         };
         loop {
-            match store::write(&self.pool, &self.group, items).await {
+            match store::write(&self.pool, &self.group, items, &self.changelog).await {
                 Ok(0) => return Ok(()),
                 Ok(skipped) => {
                     tracing::info!(skipped, "skipped redelivered messages already applied");
@@ -106,7 +116,7 @@ impl PersisterHandler {
                 }
                 Err(e) if !store::is_refused_data(&e) => {
                     let pause = backoff.next_backoff().unwrap_or(backoff.max_interval);
-                    tracing::warn!(error = %e, ?pause, "database write failed, retrying");
+                    tracing::warn!(error = %e, ?pause, "write failed, retrying");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return Err(WriteError::Interrupted),
                         _ = tokio::time::sleep(pause) => {}
@@ -144,7 +154,7 @@ impl PersisterHandler {
     }
 
     /// What to write when the database refused `item`'s record.
-    fn instead_of_refused(&self, item: &Consumed<'_>, error: sqlx::Error) -> Option<Record> {
+    fn instead_of_refused(&self, item: &Consumed<'_>, error: StoreError) -> Option<Record> {
         match item.record {
             Some(Record::DeadLetter(_)) | None => {
                 tracing::error!(%error, topic = %item.job.topic, offset = item.job.offset,
@@ -295,7 +305,8 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     let ctx = StageContext::from_env(worker, &shutdown).await?;
     let pool = connect_and_migrate(&db, &shutdown).await?;
     let topics = &ctx.topics;
-    let answers = vec![topics.results()];
+    // KV updates are read with the answers: `sluice kv put` waits for them too.
+    let answers = vec![topics.results(), topics.kv_updates()];
     let records = vec![topics.dead_letters(), topics.heartbeats()];
     let handler = PersisterHandler::new(pool, ctx.clone(), shutdown.clone());
     // Nothing comes back to the persister through the retry topics: a database outage is

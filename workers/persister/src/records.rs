@@ -4,12 +4,14 @@
 use chrono::{DateTime, TimeZone, Utc};
 use rdkafka::message::Headers;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sluice_core::headers::{header_i64, header_str};
 use sluice_core::{ErrorClass, HandlerError, Job};
 use sluice_messages::compute::{PartResult, KIND_PART};
 use sluice_messages::heartbeat::Heartbeat;
-use sluice_messages::{header, JobResult, Topics};
+use sluice_messages::kv::{self, KvCommand, KvOp};
+use sluice_messages::{header, Envelope, JobResult, Topics};
 use uuid::Uuid;
 
 /// Longest job kind accepted.
@@ -80,12 +82,28 @@ pub struct WorkerRow {
     pub last_seen: DateTime<Utc>,
 }
 
+/// An update of the key-value store, checked: applying it can only succeed or conflict.
+#[derive(Debug, Clone)]
+pub struct KvUpdateRow {
+    pub key: String,
+    /// The update's id, under which its outcome is recorded; none for a tombstone.
+    pub id: Option<Uuid>,
+    pub op: KvOp,
+    /// A put's value, as JSON text.
+    pub value: Option<Box<RawValue>>,
+    pub if_version: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 #[derive(Debug, Clone)]
 pub enum Record {
     Result(ResultRow),
     Part(PartRow),
     DeadLetter(DeadLetterRow),
     Worker(WorkerRow),
+    Kv(KvUpdateRow),
 }
 
 /// Rows of one transaction, grouped by table.
@@ -95,6 +113,8 @@ pub struct Batch {
     pub parts: Vec<PartRow>,
     pub dead_letters: Vec<DeadLetterRow>,
     pub workers: Vec<WorkerRow>,
+    /// In consumption order: a key's updates apply in the order of its partition.
+    pub kv: Vec<KvUpdateRow>,
 }
 
 impl<'a> FromIterator<&'a Record> for Batch {
@@ -106,6 +126,7 @@ impl<'a> FromIterator<&'a Record> for Batch {
                 Record::Part(row) => batch.parts.push(row),
                 Record::DeadLetter(row) => batch.dead_letters.push(row),
                 Record::Worker(row) => batch.workers.push(row),
+                Record::Kv(row) => batch.kv.push(row),
             }
         }
         batch
@@ -132,6 +153,8 @@ pub fn parse(topics: &Topics, job: &Job) -> Result<Record, HandlerError> {
         Ok(Record::DeadLetter(parse_dead_letter(job)))
     } else if topic == topics.heartbeats() {
         parse_heartbeat(job).map(Record::Worker)
+    } else if topic == topics.kv_updates() {
+        parse_kv_update(job).map(Record::Kv)
     } else {
         Err(HandlerError::permanent(
             ErrorClass::Schema,
@@ -221,6 +244,52 @@ fn parse_part(job: &Job) -> Result<PartRow, HandlerError> {
         created_at: part.created_at,
         finished_at: part.finished_at,
     })
+}
+
+/// A KV update: the Kafka key is the KV key; the payload an envelope of a [`KvCommand`], or
+/// nothing (a tombstone: delete, unconditionally).
+fn parse_kv_update(job: &Job) -> Result<KvUpdateRow, HandlerError> {
+    let key = kv::validate_key(job.key.as_deref().unwrap_or_default())
+        .map_err(|e| invalid("KV update", e))?
+        .to_string();
+    let mut row = KvUpdateRow {
+        key,
+        id: None,
+        op: KvOp::Delete,
+        value: None,
+        if_version: None,
+        created_at: job
+            .timestamp_ms
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .unwrap_or_else(Utc::now),
+        partition: job.partition,
+        offset: job.offset,
+    };
+    if job.payload.is_empty() {
+        return Ok(row);
+    }
+    let update: Envelope<KvCommand> =
+        serde_json::from_slice(&job.payload).map_err(|e| invalid("KV update", e))?;
+    if update.kind != kv::KIND {
+        return Err(invalid(
+            "KV update",
+            format!("kind is {:?}, not {:?}", update.kind, kv::KIND),
+        ));
+    }
+    update
+        .payload
+        .check()
+        .map_err(|e| invalid("KV update", e))?;
+    row.if_version = update
+        .payload
+        .if_version
+        .map(|v| i64::try_from(v).map_err(|_| invalid("KV update", "if_version is out of range")))
+        .transpose()?;
+    row.id = Some(update.id);
+    row.op = update.payload.op;
+    row.value = update.payload.value;
+    row.created_at = update.created_at;
+    Ok(row)
 }
 
 fn parse_heartbeat(job: &Job) -> Result<WorkerRow, HandlerError> {

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use rdkafka::error::KafkaError;
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -14,19 +15,30 @@ use uuid::Uuid;
 use sluice_core::{Job, TopicPartition};
 use sluice_db::{notify, JOBS_CHANNEL};
 
+use crate::kv::{self, Change, Changelog};
 use crate::records::{Batch, DeadLetterRow, PartRow, Record, ResultRow, WorkerRow};
 
 /// Whether the database refused the data itself (SQLSTATE classes 22, data exceptions, and
 /// 23, integrity violations): the same rows would be refused again. Anything else — a
 /// connection lost, a password rotated, a read-only failover, a permission or a lock timeout —
 /// says nothing about the data and is waited out.
-pub fn is_refused_data(error: &sqlx::Error) -> bool {
+pub fn is_refused_data(error: &StoreError) -> bool {
     match error {
-        sqlx::Error::Database(db) => db
+        StoreError::Database(sqlx::Error::Database(db)) => db
             .code()
             .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
         _ => false,
     }
+}
+
+/// Why a batch was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The KV changes could not be published to the state topic; nothing was committed.
+    #[error("publishing KV changes: {0}")]
+    Changelog(#[from] KafkaError),
 }
 
 /// One consumed message and the row it becomes; `None` when it becomes nothing (a dead letter
@@ -45,7 +57,8 @@ pub async fn write(
     pool: &PgPool,
     group: &str,
     items: &[Consumed<'_>],
-) -> Result<usize, sqlx::Error> {
+    changelog: &Changelog,
+) -> Result<usize, StoreError> {
     let mut next_offsets: BTreeMap<(&str, i32), Position> = BTreeMap::new();
     for item in items {
         let position = next_offsets
@@ -71,8 +84,10 @@ pub async fn write(
         .iter()
         .filter_map(|item| item.record.as_ref())
         .collect();
-    write_rows(&mut tx, &batch).await?;
+    let changes = write_rows(&mut tx, &batch, &changelog.worker).await?;
     advance_positions(&mut tx, group, &next_offsets).await?;
+    // Still holding the positions: no other replica applies these keys until the commit.
+    changelog.publish(&changes).await?;
     tx.commit().await?;
     Ok(items.len() - fresh.len())
 }
@@ -159,9 +174,20 @@ async fn advance_positions(
 }
 
 /// Writes the rows of a batch, one statement per table, and tells waiting callers which jobs
-/// changed (after the commit, as PostgreSQL delivers notifications).
-async fn write_rows(tx: &mut Transaction<'_, Postgres>, batch: &Batch) -> Result<(), sqlx::Error> {
+/// changed (after the commit, as PostgreSQL delivers notifications). Returns the KV changes
+/// to publish.
+async fn write_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Batch,
+    worker: &str,
+) -> Result<Vec<Change>, sqlx::Error> {
     let mut changed: Vec<Uuid> = Vec::new();
+    let mut kv_changes = Vec::new();
+    if !batch.kv.is_empty() {
+        let (outcomes, changes) = kv::write(tx, &batch.kv, worker).await?;
+        changed.extend(upsert_results(tx, &outcomes).await?);
+        kv_changes = changes;
+    }
     if !batch.results.is_empty() {
         changed.extend(upsert_results(tx, &batch.results).await?);
     }
@@ -177,7 +203,7 @@ async fn write_rows(tx: &mut Transaction<'_, Postgres>, batch: &Batch) -> Result
     if !changed.is_empty() {
         notify_changed(tx, &changed).await?;
     }
-    Ok(())
+    Ok(kv_changes)
 }
 
 /// Names the changed jobs to their waiters, in as many notifications as

@@ -1,8 +1,5 @@
-//! `sluice bench compute`: publishes N `add` jobs to the running pipeline and measures it from
-//! the first publish to the last row committed.
-//!
-//! The jobs' ids share a random 64-bit prefix and count up from zero, so the run's rows are one
-//! primary-key range: progress and latency are read from Postgres without a marker column.
+//! `sluice bench compute` and `sluice bench kv`: publish N `add` jobs (or N KV puts) to the
+//! running pipeline and measure it from the first publish to the last row committed.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -13,7 +10,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use sluice_core::kafka;
 use sluice_db::queries;
-use sluice_messages::compute::{CalcRequest, KIND_JOB, ROLE};
+use sluice_messages::compute::{self, CalcRequest, KIND_JOB};
+use sluice_messages::kv::{self, KvCommand};
 use sluice_messages::Envelope;
 use uuid::Uuid;
 
@@ -25,33 +23,106 @@ pub enum BenchCommand {
     Compute {
         #[arg(long, default_value_t = 200_000)]
         jobs: u64,
-        /// Offered load in jobs per second; as fast as possible when absent.
-        #[arg(long)]
-        rate: Option<u64>,
-        /// Give up when no row has arrived for this long.
-        #[arg(long, default_value = "60s", value_parser = sluice_core::config::parse_duration)]
-        stall: Duration,
+        #[command(flatten)]
+        load: Load,
     },
+    /// Throughput and latency of KV updates, published to applied (outcome row committed).
+    Kv {
+        #[arg(long, default_value_t = 200_000)]
+        updates: u64,
+        /// Distinct keys the puts are spread over, round robin.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        #[command(flatten)]
+        load: Load,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Load {
+    /// Offered load in messages per second; as fast as possible when absent.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Give up when no row has arrived for this long.
+    #[arg(long, default_value = "60s", value_parser = sluice_core::config::parse_duration)]
+    stall: Duration,
 }
 
 /// Sends in flight at once while publishing.
 const PUBLISH_WINDOW: usize = 20_000;
 
 pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
-    let BenchCommand::Compute { jobs, rate, stall } = command;
-    anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
-    let workers = queries::live_workers(&app.pool, Some(ROLE)).await?;
+    match command {
+        BenchCommand::Compute { jobs, load } => {
+            let topic = app.topics.compute_jobs();
+            let job = |i: u64, id: Uuid| {
+                let envelope = Envelope::with_id(
+                    id,
+                    KIND_JOB,
+                    CalcRequest {
+                        op: "add".into(),
+                        a: Some(i as f64),
+                        b: Some(1.0),
+                        ..CalcRequest::default()
+                    },
+                );
+                (id.to_string().into_bytes(), envelope)
+            };
+            measure(app, "jobs", jobs, &load, compute::ROLE, &topic, job).await
+        }
+        BenchCommand::Kv {
+            updates,
+            keys,
+            load,
+        } => {
+            anyhow::ensure!(keys > 0, "--keys must be at least 1");
+            let topic = app.topics.kv_updates();
+            let update = |i: u64, id: Uuid| {
+                let value = serde_json::value::to_raw_value(&i).expect("a number serializes");
+                let envelope = Envelope::with_id(id, kv::KIND, KvCommand::put(value, None));
+                (format!("bench-{}", i % keys).into_bytes(), envelope)
+            };
+            measure(
+                app,
+                "updates",
+                updates,
+                &load,
+                kv::APPLIER_ROLE,
+                &topic,
+                update,
+            )
+            .await
+        }
+    }
+}
+
+/// Publishes `count` messages made by `message` (its key and envelope, from its index and id)
+/// to `topic`, and measures from the first publish to the last outcome row committed. The
+/// ids share a random 64-bit prefix and count up from zero, so the run's rows are one
+/// primary-key range: progress and latency are read from Postgres without a marker column.
+async fn measure<P: serde::Serialize>(
+    app: &App,
+    what: &str,
+    count: u64,
+    load: &Load,
+    role: &str,
+    topic: &str,
+    message: impl Fn(u64, Uuid) -> (Vec<u8>, Envelope<P>),
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(count > 0, "--{what} must be at least 1");
+    let workers = queries::live_workers(&app.pool, Some(role)).await?;
     if workers.is_empty() {
-        println!("no compute worker is live: start the pipeline first (scripts/run)");
+        println!("no {role} is live: start the pipeline first (scripts/run)");
         return Ok(ExitCode::FAILURE);
     }
     let run_id: u64 = rand_u64();
     let first = Uuid::from_u64_pair(run_id, 0);
-    let last = Uuid::from_u64_pair(run_id, jobs - 1);
+    let last = Uuid::from_u64_pair(run_id, count - 1);
     println!(
-        "bench compute: {jobs} add jobs, {} compute worker(s), rate {}",
+        "bench: {count} {what} to {topic}, {} {role}(s) live, rate {}",
         workers.len(),
-        rate.map_or("unlimited".to_string(), |r| format!("{r}/s"))
+        load.rate
+            .map_or("unlimited".to_string(), |r| format!("{r}/s"))
     );
 
     let mut config = kafka::producer_config(&app.kafka);
@@ -60,27 +131,15 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000");
     let producer: FutureProducer = config.create()?;
-    let topic = app.topics.compute_jobs();
 
     let started_wall = Utc::now();
     let started = Instant::now();
-    let published = stream::iter(0..jobs)
-        .then(|i| pace(started, i, rate))
+    let published = stream::iter(0..count)
+        .then(|i| pace(started, i, load.rate))
         .map(|i| {
-            let envelope = Envelope::with_id(
-                Uuid::from_u64_pair(run_id, i),
-                KIND_JOB,
-                CalcRequest {
-                    op: "add".into(),
-                    a: Some(i as f64),
-                    b: Some(1.0),
-                    ..CalcRequest::default()
-                },
-            );
+            let (key, envelope) = message(i, Uuid::from_u64_pair(run_id, i));
             let payload = serde_json::to_vec(&envelope).expect("envelope serializes");
-            let key = envelope.id.to_string();
             let producer = &producer;
-            let topic = &topic;
             async move {
                 let sent = Instant::now();
                 producer
@@ -109,33 +168,33 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
         );
     }
     anyhow::ensure!(
-        acks.len() as u64 == jobs,
-        "not every job was acknowledged by the broker"
+        acks.len() as u64 == count,
+        "not every message was acknowledged by the broker"
     );
     acks.sort();
     let percentile = |q: f64| acks[((acks.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
     println!(
-        "published {jobs} in {publish_secs:.2}s: {:.0} jobs/s; broker ack p50 {:.1} ms, p99 {:.1} ms",
-        jobs as f64 / publish_secs,
+        "published {count} in {publish_secs:.2}s: {:.0} {what}/s; broker ack p50 {:.1} ms, p99 {:.1} ms",
+        count as f64 / publish_secs,
         percentile(0.5),
         percentile(0.99)
     );
 
-    let (rows, last_commit) = wait_for_rows(app, first, last, jobs, stall).await?;
+    let (rows, last_commit) = wait_for_rows(app, first, last, count, load.stall).await?;
     let seconds = last_commit
         .map(|t| (t - started_wall).num_microseconds().unwrap_or(0) as f64 / 1e6)
         .unwrap_or(f64::NAN);
     let (p50, p99) = latencies(app, first, last).await?;
-    println!("rows committed: {rows}/{jobs}");
+    println!("rows committed: {rows}/{count}");
     println!("end to end (first publish to last row committed): {seconds:.2}s");
-    println!("latency, job created to row committed: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    println!("latency, created to row committed: p50 {p50:.1} ms, p99 {p99:.1} ms");
     print_timeline(app, first, last, started_wall, seconds).await?;
     print_processes();
     println!(
-        "jobs={rows} seconds={seconds:.2} rate={:.0} p50_ms={p50:.1} p99_ms={p99:.1}",
+        "{what}={rows} seconds={seconds:.2} rate={:.0} p50_ms={p50:.1} p99_ms={p99:.1}",
         rows as f64 / seconds
     );
-    Ok(if rows == jobs {
+    Ok(if rows == count {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

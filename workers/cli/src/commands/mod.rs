@@ -4,4 +4,5 @@ pub mod bench;
 pub mod calc;
 pub mod dlq;
 pub mod job;
+pub mod kv;
 pub mod workers;

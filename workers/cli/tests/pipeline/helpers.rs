@@ -307,6 +307,18 @@ impl TestPipeline {
         )
     }
 
+    /// Starts the `sluice` program against this pipeline with its standard output piped; it
+    /// is killed when dropped.
+    pub fn sluice_child(&self, args: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run sluice")
+    }
+
     pub async fn wait_live(&self, role: &str, count: usize) {
         eventually(
             Duration::from_secs(60),

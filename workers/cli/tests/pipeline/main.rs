@@ -5,6 +5,7 @@ mod compute;
 mod faults;
 mod guards;
 mod helpers;
+mod kv;
 mod modes;
 mod persister;
 mod restarts;
