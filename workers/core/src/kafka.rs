@@ -46,7 +46,10 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("linger.ms", "2")
         .set("message.timeout.ms", "30000")
         .set("message.max.bytes", MESSAGE_MAX_BYTES.to_string())
-        .set("queue.buffering.max.kbytes", "65536");
+        .set("queue.buffering.max.kbytes", "65536")
+        // Topics are the services' to create, with their settings (compaction, size limit);
+        // one a broker made for a producer's first message would have the broker's defaults.
+        .set("allow.auto.create.topics", "false");
     with_overrides(config, kafka)
 }
 
@@ -141,6 +144,16 @@ impl Publisher {
     pub fn new(kafka: &KafkaConfig) -> Result<Self, PipelineError> {
         Ok(Self {
             producer: Arc::new(AckingProducer::new(&producer_config(kafka))?),
+        })
+    }
+
+    /// A publisher whose messages reach each partition in the order they were sent, even when
+    /// the client retries a request: one request in flight per broker connection.
+    pub fn ordered(kafka: &KafkaConfig) -> Result<Self, PipelineError> {
+        let mut config = producer_config(kafka);
+        config.set("max.in.flight.requests.per.connection", "1");
+        Ok(Self {
+            producer: Arc::new(AckingProducer::new(&config)?),
         })
     }
 

@@ -53,13 +53,25 @@ pub async fn entries(pool: &PgPool) -> Result<Vec<KvEntry>, sqlx::Error> {
         .await
 }
 
-/// Locks the applier's stored positions in `topic` until `tx` ends, so that it applies no
-/// update meanwhile, and returns them as (partition, next offset to apply).
+/// Locks the applier's stored positions in the `partitions` of `topic` until `tx` ends, so that
+/// it applies no update meanwhile (a position it never stored is created at 0, locked too), and
+/// returns them as (partition, next offset to apply).
 pub async fn lock_positions(
     tx: &mut Transaction<'_, Postgres>,
     group: &str,
     topic: &str,
+    partitions: i32,
 ) -> Result<Vec<(i32, i64)>, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
+         SELECT $1, $2, p, 0 FROM generate_series(0, $3 - 1) AS p
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partitions)
+    .execute(&mut **tx)
+    .await?;
     sqlx::query_as(
         "SELECT partition, next_offset FROM consumer_offsets
          WHERE consumer_group = $1 AND topic = $2

@@ -17,9 +17,9 @@ use serde_json::value::RawValue;
 
 /// Envelope kind of a KV update, and the kind of its outcome row.
 pub const KIND: &str = "kv";
-/// The service that applies updates: its consumer group owns the positions `kv rebuild`
-/// reads.
-pub const APPLIER_ROLE: &str = "persister";
+/// The stage that applies updates (run by the persister process): its consumer group owns the
+/// positions `kv rebuild` reads, and it is `kv` in `sluice workers`.
+pub const APPLIER_ROLE: &str = "kv";
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 /// Largest value, in bytes of JSON text.
@@ -89,8 +89,12 @@ impl KvCommand {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KvChange {
     pub version: u64,
-    /// The value after the change; absent when the change deleted the key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The value after the change (`null` included); absent when the change deleted the key.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub value: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,

@@ -15,11 +15,12 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use futures::future::try_join_all;
+use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use serde_json::json;
 use serde_json::value::RawValue;
-use sluice_core::{Output, Publisher};
+use sluice_core::config::KafkaConfig;
+use sluice_core::{Output, PipelineError, Publisher};
 use sluice_messages::kv::{KvChange, KvOp, KIND};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -29,8 +30,9 @@ use crate::records::{KvUpdateRow, ResultRow};
 /// Where applied changes are published.
 #[derive(Clone)]
 pub struct Changelog {
-    pub publisher: Publisher,
-    pub topic: String,
+    /// Keeps each partition's changes in the order sent: compaction keeps a key's last.
+    publisher: Publisher,
+    topic: String,
     /// The persister instance, recorded with each outcome.
     pub worker: String,
 }
@@ -43,7 +45,17 @@ pub struct Change {
 }
 
 impl Changelog {
-    /// Publishes `changes` and waits for the broker to acknowledge all of them.
+    pub fn new(kafka: &KafkaConfig, topic: String, worker: &str) -> Result<Self, PipelineError> {
+        Ok(Self {
+            publisher: Publisher::ordered(kafka)?,
+            topic,
+            worker: worker.to_string(),
+        })
+    }
+
+    /// Publishes `changes` and waits for the broker to acknowledge all of them. Every send is
+    /// waited for, failed or not: one still in the client could land after the changes of the
+    /// partition's next owner, and compaction would keep it.
     pub async fn publish(&self, changes: &[Change]) -> Result<(), KafkaError> {
         let outputs: Vec<Output> = changes
             .iter()
@@ -54,8 +66,8 @@ impl Changelog {
                 headers: None,
             })
             .collect();
-        try_join_all(outputs.iter().map(|o| self.publisher.try_publish(o))).await?;
-        Ok(())
+        let acks = join_all(outputs.iter().map(|o| self.publisher.try_publish(o))).await;
+        acks.into_iter().try_for_each(|ack| ack.map(|_| ()))
     }
 }
 

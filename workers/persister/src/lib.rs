@@ -43,6 +43,8 @@ use records::Record;
 use store::{Consumed, StoreError, StoredPosition};
 
 pub const ROLE: &str = "persister";
+/// The persister's stage that applies KV updates.
+pub use sluice_messages::kv::APPLIER_ROLE as KV_APPLIER_ROLE;
 
 pub struct PersisterHandler {
     pool: PgPool,
@@ -64,16 +66,20 @@ enum WriteError {
 }
 
 impl PersisterHandler {
-    pub fn new(pool: PgPool, ctx: Arc<StageContext>, shutdown: CancellationToken) -> Self {
+    /// The handler of the stage `role` ([`ROLE`] or the KV applier's), whose consumer group
+    /// names the positions it stores.
+    pub fn new(
+        role: &str,
+        pool: PgPool,
+        ctx: Arc<StageContext>,
+        changelog: Changelog,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             pool,
-            group: ctx.topics.group(ROLE),
+            group: ctx.topics.group(role),
             logs: LogProbe::new(&ctx.kafka),
-            changelog: Changelog {
-                publisher: ctx.publisher.clone(),
-                topic: ctx.topics.kv_state(),
-                worker: ctx.worker.instance_id.clone(),
-            },
+            changelog,
             ctx,
             shutdown,
         }
@@ -287,33 +293,67 @@ impl Handler for PersisterHandler {
     }
 }
 
-/// Runs the persister until `shutdown` fires.
+/// Runs the persister until `shutdown` fires: two stages in one process, each with its own
+/// consumer group and batches, so that neither waits on the other: one for results, dead
+/// letters and heartbeats, one applying KV updates (whose batches also publish to the KV state
+/// topic, and which `sluice kv rebuild` holds up while it runs).
 pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     let worker = WorkerConfig::from_env(ROLE)?;
-    let mut execution = Execution::batches_from_env(ROLE, 5_000, "5ms", 1)?;
-    // The positions stored with the rows advance in consumption order: a second batch of the
-    // same partition committing first would mark the first one's messages as applied.
-    if let Execution::Batches { in_flight, .. } = &mut execution {
-        if *in_flight != 1 {
-            tracing::warn!(
-                "PERSISTER_BATCHES_IN_FLIGHT is ignored: the persister has one batch in flight"
-            );
-            *in_flight = 1;
-        }
-    }
+    let results_execution = one_batch_in_flight(ROLE, 5_000)?;
+    let kv_execution = one_batch_in_flight(KV_APPLIER_ROLE, 5_000)?;
     let db = DatabaseConfig::from_env()?;
     let ctx = StageContext::from_env(worker, &shutdown).await?;
     let pool = connect_and_migrate(&db, &shutdown).await?;
     let topics = &ctx.topics;
-    // KV updates are read with the answers: `sluice kv put` waits for them too.
-    let answers = vec![topics.results(), topics.kv_updates()];
-    let records = vec![topics.dead_letters(), topics.heartbeats()];
-    let handler = PersisterHandler::new(pool, ctx.clone(), shutdown.clone());
+    let changelog = Changelog::new(&ctx.kafka, topics.kv_state(), &ctx.worker.instance_id)?;
+    // One stage failing stops the other: the process exits and its supervisor restarts it.
+    let stop = shutdown.child_token();
     // Nothing comes back to the persister through the retry topics: a database outage is
     // waited out where it happens.
-    let stage = Stage::new(ROLE, answers, execution)
-        .with_slow_inputs(records)
+    let results = Stage::new(ROLE, vec![topics.results()], results_execution)
+        .with_slow_inputs(vec![topics.dead_letters(), topics.heartbeats()])
         .retrying_in_place();
-    sluice_core::run_stage(ctx, stage, handler, shutdown).await?;
+    let kv =
+        Stage::new(KV_APPLIER_ROLE, vec![topics.kv_updates()], kv_execution).retrying_in_place();
+    let handler = |role: &str| {
+        PersisterHandler::new(
+            role,
+            pool.clone(),
+            ctx.clone(),
+            changelog.clone(),
+            stop.clone(),
+        )
+    };
+    let run = |stage: Stage, handler: PersisterHandler| {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        async move {
+            let outcome = sluice_core::run_stage(ctx, stage, handler, stop.clone()).await;
+            stop.cancel();
+            outcome
+        }
+    };
+    let (results, kv) = tokio::join!(
+        run(results, handler(ROLE)),
+        run(kv, handler(KV_APPLIER_ROLE))
+    );
+    results?;
+    kv?;
     Ok(())
+}
+
+/// `<ROLE>_BATCH_MAX` and `_BATCH_WAIT` from the environment, one batch in flight: the
+/// positions stored with the rows advance in consumption order, and a second batch of the same
+/// partition committing first would mark the first one's messages as applied.
+fn one_batch_in_flight(role: &str, max: usize) -> anyhow::Result<Execution> {
+    let mut execution = Execution::batches_from_env(role, max, "5ms", 1)?;
+    if let Execution::Batches { in_flight, .. } = &mut execution {
+        if *in_flight != 1 {
+            tracing::warn!(
+                "{}_BATCHES_IN_FLIGHT is ignored: the stage has one batch in flight",
+                role.to_ascii_uppercase()
+            );
+            *in_flight = 1;
+        }
+    }
+    Ok(execution)
 }

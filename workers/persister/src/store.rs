@@ -15,7 +15,7 @@ use uuid::Uuid;
 use sluice_core::{Job, TopicPartition};
 use sluice_db::{notify, JOBS_CHANNEL};
 
-use crate::kv::{self, Change, Changelog};
+use crate::kv::{self, Changelog};
 use crate::records::{Batch, DeadLetterRow, PartRow, Record, ResultRow, WorkerRow};
 
 /// Whether the database refused the data itself (SQLSTATE classes 22, data exceptions, and
@@ -84,10 +84,20 @@ pub async fn write(
         .iter()
         .filter_map(|item| item.record.as_ref())
         .collect();
-    let changes = write_rows(&mut tx, &batch, &changelog.worker).await?;
-    advance_positions(&mut tx, group, &next_offsets).await?;
-    // Still holding the positions: no other replica applies these keys until the commit.
-    changelog.publish(&changes).await?;
+    let (kv_outcomes, changes) = if batch.kv.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        kv::write(&mut tx, &batch.kv, &changelog.worker).await?
+    };
+    // Still holding the positions: no other replica applies these keys until the commit. The
+    // broker acknowledges the changes while the rest of the batch is written.
+    let writing = async {
+        write_rows(&mut tx, &batch, &kv_outcomes).await?;
+        advance_positions(&mut tx, group, &next_offsets).await
+    };
+    let (written, published) = tokio::join!(writing, changelog.publish(&changes));
+    written?;
+    published?;
     tx.commit().await?;
     Ok(items.len() - fresh.len())
 }
@@ -173,20 +183,17 @@ async fn advance_positions(
     Ok(())
 }
 
-/// Writes the rows of a batch, one statement per table, and tells waiting callers which jobs
-/// changed (after the commit, as PostgreSQL delivers notifications). Returns the KV changes
-/// to publish.
+/// Writes the rows of a batch, one statement per table, with the outcomes of its KV updates
+/// (applied already), and tells waiting callers which jobs changed (after the commit, as
+/// PostgreSQL delivers notifications).
 async fn write_rows(
     tx: &mut Transaction<'_, Postgres>,
     batch: &Batch,
-    worker: &str,
-) -> Result<Vec<Change>, sqlx::Error> {
+    kv_outcomes: &[ResultRow],
+) -> Result<(), sqlx::Error> {
     let mut changed: Vec<Uuid> = Vec::new();
-    let mut kv_changes = Vec::new();
-    if !batch.kv.is_empty() {
-        let (outcomes, changes) = kv::write(tx, &batch.kv, worker).await?;
-        changed.extend(upsert_results(tx, &outcomes).await?);
-        kv_changes = changes;
+    if !kv_outcomes.is_empty() {
+        changed.extend(upsert_results(tx, kv_outcomes).await?);
     }
     if !batch.results.is_empty() {
         changed.extend(upsert_results(tx, &batch.results).await?);
@@ -203,7 +210,7 @@ async fn write_rows(
     if !changed.is_empty() {
         notify_changed(tx, &changed).await?;
     }
-    Ok(kv_changes)
+    Ok(())
 }
 
 /// Names the changed jobs to their waiters, in as many notifications as

@@ -58,7 +58,7 @@ pub enum KvCommand {
 #[derive(Debug, clap::Args)]
 pub struct UpdateArgs {
     /// Apply only if the key is at this version (0: only if it does not exist).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     pub if_version: Option<u64>,
     /// Print the update's id once published instead of waiting for it to be applied.
     #[arg(long)]
@@ -207,8 +207,8 @@ async fn send(
     })
 }
 
-/// How many partitions the state topic has; an error when it does not exist yet.
-fn state_partitions(consumer: &impl Consumer, topic: &str) -> anyhow::Result<i32> {
+/// How many partitions `topic` has; an error when it does not exist yet.
+fn partition_count(consumer: &impl Consumer, topic: &str) -> anyhow::Result<i32> {
     let metadata = consumer.fetch_metadata(Some(topic), BROKER_TIMEOUT)?;
     let partitions = metadata
         .topics()
@@ -235,13 +235,15 @@ fn reader(app: &App) -> rdkafka::ClientConfig {
 
 /// Prints a change as `{"key", "value", "version"}`, or `{"key", "version", "deleted": true}`.
 fn change_line(key: &str, change: &KvChange) -> String {
-    match &change.value {
-        Some(value) => {
-            let value: Value = serde_json::from_str(value.get()).unwrap_or(Value::Null);
-            to_line(&json!({"key": key, "value": value, "version": change.version}))
-        }
-        None => to_line(&json!({"key": key, "version": change.version, "deleted": true})),
+    if change.deleted {
+        return to_line(&json!({"key": key, "version": change.version, "deleted": true}));
     }
+    let value: Value = change
+        .value
+        .as_ref()
+        .and_then(|v| serde_json::from_str(v.get()).ok())
+        .unwrap_or(Value::Null);
+    to_line(&json!({"key": key, "value": value, "version": change.version}))
 }
 
 /// Most keys whose last printed version `watch` remembers; it forgets them all when full.
@@ -251,7 +253,7 @@ async fn watch(app: &App, prefix: &str) -> anyhow::Result<ExitCode> {
     let consumer: StreamConsumer = reader(app).create()?;
     let topic = app.topics.kv_state();
     let mut assignment = TopicPartitionList::new();
-    for partition in 0..state_partitions(&consumer, &topic)? {
+    for partition in 0..partition_count(&consumer, &topic)? {
         assignment.add_partition_offset(&topic, partition, Offset::End)?;
     }
     consumer.assign(&assignment)?;
@@ -288,27 +290,42 @@ async fn watch(app: &App, prefix: &str) -> anyhow::Result<ExitCode> {
 /// below the applier's position (committed), and each key ends at its highest such version.
 async fn rebuild(app: &App) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let consumer: BaseConsumer = reader(app).create()?;
+    let updates = app.topics.kv_updates();
+    let partitions = partition_count(&consumer, &updates)?;
     let mut tx = app.pool.begin().await?;
     let positions: HashMap<i32, i64> = table::lock_positions(
         &mut tx,
         &app.topics.group(kv::APPLIER_ROLE),
-        &app.topics.kv_updates(),
+        &updates,
+        partitions,
     )
     .await?
     .into_iter()
     .collect();
-    let consumer: BaseConsumer = reader(app).create()?;
+    let applied_nothing = positions.values().all(|p| *p == 0);
     let topic = app.topics.kv_state();
     let (latest, read, uncommitted) =
         tokio::task::spawn_blocking(move || read_state(&consumer, &topic, &positions)).await??;
+    if applied_nothing && read > 0 {
+        println!(
+            "{}",
+            to_line(&json!({"error": format!(
+                "the KV applier has no position in {updates} (a new database?), so no change \
+                 on the state topic can be told committed; the table is left as it is"
+            )}))
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let mut entries: Vec<(String, Option<String>, i64)> = latest
         .into_iter()
         .map(|(key, change)| {
-            (
-                key,
-                change.value.map(|v| v.get().to_string()),
-                change.version as i64,
-            )
+            let value = match (change.deleted, change.value) {
+                (false, Some(value)) => Some(value.get().to_string()),
+                // A change without a value only comes from another producer: keep it deleted.
+                _ => None,
+            };
+            (key, value, change.version as i64)
         })
         .collect();
     entries.sort();
@@ -338,7 +355,7 @@ fn read_state(
 ) -> anyhow::Result<Replayed> {
     let mut list = TopicPartitionList::new();
     let mut ends = HashMap::new();
-    for partition in 0..state_partitions(consumer, topic)? {
+    for partition in 0..partition_count(consumer, topic)? {
         let (low, high) = consumer.fetch_watermarks(topic, partition, BROKER_TIMEOUT)?;
         if high > low {
             list.add_partition_offset(topic, partition, Offset::Beginning)?;

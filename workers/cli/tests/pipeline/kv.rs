@@ -118,6 +118,29 @@ async fn kv_put_get_conditional_delete_list_and_read_your_writes() {
     .await;
     let (_, job) = p.sluice(&["job", &id.to_string()]).await;
     assert_eq!(line(&job)["result"]["version"], 1, "{job}");
+
+    // JSON null is a value like any other, in the table and through a rebuild.
+    assert_eq!(p.sluice(&["kv", "put", "nothing", "null"]).await.0, 0);
+    let (_, out) = p.sluice(&["kv", "get", "nothing"]).await;
+    assert_eq!(
+        line(&out),
+        json!({"key": "nothing", "value": null, "version": 1})
+    );
+    let before = entries(&p.pool).await.unwrap();
+    let (code, out) = p.sluice(&["kv", "rebuild"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(entries(&p.pool).await.unwrap(), before);
+
+    // Without the applier's positions no change can be told committed: the table stays.
+    sqlx::query("DELETE FROM consumer_offsets WHERE topic = $1")
+        .bind(p.topics.kv_updates())
+        .execute(&p.pool)
+        .await
+        .unwrap();
+    let (code, out) = p.sluice(&["kv", "rebuild"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no position"), "{out}");
+    assert_eq!(entries(&p.pool).await.unwrap(), before);
 }
 
 #[tokio::test]
@@ -142,6 +165,10 @@ async fn kv_bad_input_is_refused_before_publishing() {
         assert!(error.contains(says), "{args:?}: {error}");
     }
     std::fs::remove_file(big).unwrap();
+    let (code, _) = p
+        .sluice(&["kv", "put", "k", "1", "--if-version", "9223372036854775808"])
+        .await;
+    assert_ne!(code, 0, "a version beyond the stored range is refused");
     assert_eq!(published_updates(&p), 0, "nothing was published");
     // Just under the limit is fine, and comes back whole.
     let fits = std::env::temp_dir().join(format!("sluice-fits-{}.json", Uuid::new_v4()));

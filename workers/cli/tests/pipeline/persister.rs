@@ -455,8 +455,7 @@ async fn row_by_row_stops_at_the_first_row_not_written() {
         "the locked row to be waited on",
         || async {
             let log = p.log(persister);
-            (log.contains("batch refused") && log.contains("database write failed, retrying"))
-                .then_some(())
+            (log.contains("batch refused") && log.contains("write failed, retrying")).then_some(())
         },
     )
     .await;
