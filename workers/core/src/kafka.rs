@@ -53,6 +53,17 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     with_overrides(config, kafka)
 }
 
+/// A consumer that reads where it is assigned and commits nothing: `name` is only a group id
+/// for the client's sake, never joined.
+pub fn reader_config(kafka: &KafkaConfig, name: &str) -> ClientConfig {
+    let mut config = client_config(kafka);
+    config
+        .set("group.id", name)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    config
+}
+
 /// A group consumer that stores offsets only when told (the at-least-once pattern), holding
 /// each fetch at most `fetch_wait_ms` on the broker.
 pub fn consumer_config(kafka: &KafkaConfig, group: &str, fetch_wait_ms: u32) -> ClientConfig {

@@ -54,13 +54,9 @@ impl LogProbe {
         &self,
         at: Vec<(TopicPartition, i64)>,
     ) -> Result<HashMap<TopicPartition, Option<i64>>, KafkaError> {
-        let mut config = kafka::client_config(&self.kafka);
-        config
-            .set("group.id", "sluice-log-probe")
-            .set("enable.auto.commit", "false")
+        let consumer: BaseConsumer = kafka::reader_config(&self.kafka, "sluice-log-probe")
             .set("auto.offset.reset", "latest")
-            .set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = config.create()?;
+            .create()?;
         tokio::task::spawn_blocking(move || {
             let mut assignment = TopicPartitionList::new();
             for (partition, offset) in &at {

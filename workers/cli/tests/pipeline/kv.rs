@@ -310,11 +310,9 @@ fn random_update(rng: &mut Rng, publisher: u64, i: u64) -> (String, KvCommand) {
 /// The table a replay of the update topic in log order produces: the model the applier must
 /// match, written apart from it.
 fn replay_log(kafka_config: &KafkaConfig, topics: &Topics) -> BTreeMap<String, KvEntry> {
-    let mut config = kafka::client_config(kafka_config);
-    config
-        .set("group.id", "kv-test-replay")
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = config.create().unwrap();
+    let consumer: BaseConsumer = kafka::reader_config(kafka_config, "kv-test-replay")
+        .create()
+        .unwrap();
     let topic = topics.kv_updates();
     let mut state: BTreeMap<String, KvEntry> = BTreeMap::new();
     let mut seen_ids = HashSet::new();
