@@ -13,3 +13,8 @@ CREATE TABLE kv_entries (
 -- The keys that exist, with their values: what `sluice kv get` and `kv list` read.
 CREATE VIEW kv AS
     SELECT key, value, version, updated_at FROM kv_entries WHERE value IS NOT NULL;
+
+-- A process may run several stages (the persister runs its own and the KV applier's), each
+-- with its heartbeat: a worker is an instance in a role.
+ALTER TABLE workers DROP CONSTRAINT workers_pkey;
+ALTER TABLE workers ADD PRIMARY KEY (instance_id, role);

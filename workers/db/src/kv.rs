@@ -53,6 +53,17 @@ pub async fn entries(pool: &PgPool) -> Result<Vec<KvEntry>, sqlx::Error> {
         .await
 }
 
+/// The rows of `keys`, as [`replace_entries`] takes them.
+pub async fn entries_of(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[&str],
+) -> Result<Vec<(String, Option<String>, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT key, value::text, version FROM kv_entries WHERE key = ANY($1)")
+        .bind(keys)
+        .fetch_all(&mut **tx)
+        .await
+}
+
 /// Locks the applier's stored positions in the `partitions` of `topic` until `tx` ends, so that
 /// it applies no update meanwhile (a position it never stored is created at 0, locked too), and
 /// returns them as (partition, next offset to apply).

@@ -476,10 +476,13 @@ async fn upsert_workers(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[WorkerRow],
 ) -> Result<(), sqlx::Error> {
-    // The newest heartbeat of each instance in the batch is the only one that matters.
-    let mut latest: HashMap<&str, &WorkerRow> = HashMap::new();
+    // The newest heartbeat of each stage of each instance in the batch is the only one that
+    // matters.
+    let mut latest: HashMap<(&str, &str), &WorkerRow> = HashMap::new();
     for row in rows {
-        let slot = latest.entry(row.instance.as_str()).or_insert(row);
+        let slot = latest
+            .entry((row.instance.as_str(), row.role.as_str()))
+            .or_insert(row);
         if row.last_seen > slot.last_seen {
             *slot = row;
         }
@@ -490,8 +493,8 @@ async fn upsert_workers(
                               last_seen)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                               $6::bigint[], $7::text[], $8::timestamptz[])
-         ON CONFLICT (instance_id) DO UPDATE
-         SET role = EXCLUDED.role, host = EXCLUDED.host, state = EXCLUDED.state,
+         ON CONFLICT (instance_id, role) DO UPDATE
+         SET host = EXCLUDED.host, state = EXCLUDED.state,
              in_flight = EXCLUDED.in_flight, processed = EXCLUDED.processed,
              version = EXCLUDED.version, last_seen = EXCLUDED.last_seen
          WHERE workers.last_seen <= EXCLUDED.last_seen",

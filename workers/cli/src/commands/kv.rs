@@ -5,7 +5,7 @@
 //! read the table; `watch` follows the state topic; `rebuild` replays it into an empty table.
 //! Every line printed is one JSON object; a failure prints `{"error": …}` and exits 1.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -301,8 +301,12 @@ async fn rebuild(app: &App) -> anyhow::Result<ExitCode> {
     .collect();
     let applied_nothing = positions.values().all(|p| *p == 0);
     let topic = app.topics.kv_state();
-    let (latest, read, uncommitted) =
-        tokio::task::spawn_blocking(move || read_state(&consumer, &topic, &positions)).await??;
+    let Replayed {
+        latest,
+        read,
+        uncommitted,
+        uncommitted_keys,
+    } = tokio::task::spawn_blocking(move || read_state(&consumer, &topic, &positions)).await??;
     if applied_nothing && read > 0 {
         println!(
             "{}",
@@ -313,6 +317,7 @@ async fn rebuild(app: &App) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
+    let latest_keys: HashSet<String> = latest.keys().cloned().collect();
     let mut entries: Vec<(String, Option<String>, i64)> = latest
         .into_iter()
         .map(|(key, change)| {
@@ -324,6 +329,14 @@ async fn rebuild(app: &App) -> anyhow::Result<ExitCode> {
             (key, value, change.version as i64)
         })
         .collect();
+    // A key whose only changes left are of a transaction being retried (compaction removed
+    // the committed ones before them) keeps the row it has: that row is what committed.
+    let kept: Vec<&str> = uncommitted_keys
+        .iter()
+        .filter(|key| !latest_keys.contains(key.as_str()))
+        .map(String::as_str)
+        .collect();
+    entries.extend(table::entries_of(&mut tx, &kept).await?);
     entries.sort();
     table::replace_entries(&mut tx, &entries).await?;
     tx.commit().await?;
@@ -340,9 +353,17 @@ async fn rebuild(app: &App) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The newest committed change of every key in the state topic, read to its end as it is now;
-/// with how many changes were read and how many were skipped as not committed.
-type Replayed = (HashMap<String, KvChange>, u64, u64);
+/// The state topic, read to its end as it is now.
+struct Replayed {
+    /// The newest committed change of every key.
+    latest: HashMap<String, KvChange>,
+    /// Changes read.
+    read: u64,
+    /// Changes skipped as not committed (their update is not below the applier's position).
+    uncommitted: u64,
+    /// The keys of those.
+    uncommitted_keys: HashSet<String>,
+}
 
 fn read_state(
     consumer: &BaseConsumer,
@@ -358,10 +379,14 @@ fn read_state(
             ends.insert(partition, high);
         }
     }
-    let mut latest: HashMap<String, KvChange> = HashMap::new();
-    let (mut read, mut uncommitted) = (0, 0);
+    let mut replayed = Replayed {
+        latest: HashMap::new(),
+        read: 0,
+        uncommitted: 0,
+        uncommitted_keys: HashSet::new(),
+    };
     if ends.is_empty() {
-        return Ok((latest, read, uncommitted));
+        return Ok(replayed);
     }
     consumer.assign(&list)?;
     let mut quiet_since = Instant::now();
@@ -390,21 +415,22 @@ fn read_state(
         ) else {
             continue;
         };
-        read += 1;
+        replayed.read += 1;
         let applied_below = positions
             .get(&change.source_partition)
             .copied()
             .unwrap_or(0);
         if change.source_offset >= applied_below {
-            uncommitted += 1;
+            replayed.uncommitted += 1;
+            replayed.uncommitted_keys.insert(key.to_string());
             continue;
         }
-        match latest.get(key) {
+        match replayed.latest.get(key) {
             Some(known) if known.version >= change.version => {}
             _ => {
-                latest.insert(key.to_string(), change);
+                replayed.latest.insert(key.to_string(), change);
             }
         }
     }
-    Ok((latest, read, uncommitted))
+    Ok(replayed)
 }

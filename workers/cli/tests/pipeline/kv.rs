@@ -39,6 +39,15 @@ fn published_updates(p: &TestPipeline) -> i64 {
 #[tokio::test]
 async fn kv_put_get_conditional_delete_list_and_read_your_writes() {
     let p = TestPipeline::spawn(Options::no_workers()).await;
+    // The persister process runs two stages, each live in its own role.
+    p.wait_live("kv", 1).await;
+    let (_, workers) = p.sluice(&["workers"]).await;
+    for role in ["persister", "kv"] {
+        let live = sluice_db::queries::live_workers(&p.pool, Some(role))
+            .await
+            .unwrap();
+        assert_eq!(live.len(), 1, "{role}: {workers}");
+    }
     let put = |args: &'static [&'static str]| {
         let p = &p;
         async move { p.sluice(&[&["kv", "put"][..], args].concat()).await }
@@ -126,6 +135,20 @@ async fn kv_put_get_conditional_delete_list_and_read_your_writes() {
         line(&out),
         json!({"key": "nothing", "value": null, "version": 1})
     );
+    // A key whose committed changes compaction removed, leaving only a change of a transaction
+    // being retried (its update not below the applier's position): the rebuild keeps its row.
+    sqlx::query("INSERT INTO kv_entries (key, value, version) VALUES ('compacted', '\"kept\"', 3)")
+        .execute(&p.pool)
+        .await
+        .unwrap();
+    let retried = json!({"version": 4, "value": "retried", "source_partition": 0,
+                         "source_offset": 1_000_000});
+    p.publish_raw(
+        &p.topics.kv_state(),
+        "compacted",
+        serde_json::to_vec(&retried).unwrap(),
+    )
+    .await;
     let before = entries(&p.pool).await.unwrap();
     let (code, out) = p.sluice(&["kv", "rebuild"]).await;
     assert_eq!(code, 0, "{out}");
