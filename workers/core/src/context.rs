@@ -24,6 +24,19 @@ pub struct StageContext {
 }
 
 impl StageContext {
+    /// The same context with counters of its own, for another stage of the same process: each
+    /// stage's heartbeat reports its own work in flight, progress and stalls.
+    pub fn for_another_stage(&self) -> Arc<Self> {
+        Arc::new(Self {
+            kafka: self.kafka.clone(),
+            worker: self.worker.clone(),
+            topics: self.topics.clone(),
+            retry: self.retry.clone(),
+            publisher: self.publisher.clone(),
+            stats: Arc::new(WorkerStats::default()),
+        })
+    }
+
     /// Reads the configuration from the environment, then as [`StageContext::new`].
     pub async fn from_env(
         worker: WorkerConfig,

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures::future::join_all;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::sync::Arc;
@@ -179,6 +180,36 @@ impl Publisher {
         self.producer.send(output).await
     }
 
+    /// Publishes `outputs` in their order: each is queued only once the one before it is, so
+    /// with an [`ordered`](Self::ordered) publisher a partition receives them in this order.
+    /// Waits for every acknowledgement, failed or not, and returns the first failure. Dropped
+    /// before it completes (its task aborted), it purges what is still queued in the client, so
+    /// nothing of it lands later.
+    pub async fn publish_in_order(&self, outputs: &[Output]) -> Result<(), KafkaError> {
+        let mut purge = PurgeUnlessDone {
+            producer: &self.producer,
+            done: false,
+        };
+        let mut acks = Vec::with_capacity(outputs.len());
+        let mut failed = None;
+        for output in outputs {
+            match self.producer.queue(output).await {
+                Ok(ack) => acks.push(ack),
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            }
+        }
+        for ack in join_all(acks).await {
+            if let Err(error) = ack.unwrap_or(Err(KafkaError::Canceled)) {
+                failed.get_or_insert(error);
+            }
+        }
+        purge.done = true;
+        failed.map_or(Ok(()), Err)
+    }
+
     /// Publishes until the broker acknowledges, backing off while it is unreachable, so an
     /// output is never dropped. Gives up on an output the broker can never accept, and when
     /// `shutdown` fires.
@@ -210,6 +241,20 @@ impl Publisher {
     /// Waits for every message still queued in the client to be delivered.
     pub fn flush(&self, timeout: Duration) {
         self.producer.flush(timeout);
+    }
+}
+
+/// Purges the client's queue when dropped before `done`: the publishing it guards was given up.
+struct PurgeUnlessDone<'a> {
+    producer: &'a AckingProducer,
+    done: bool,
+}
+
+impl Drop for PurgeUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.producer.purge_queued();
+        }
     }
 }
 

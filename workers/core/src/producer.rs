@@ -14,7 +14,9 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 use rdkafka::util::Timeout;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -110,6 +112,15 @@ impl AckingProducer {
     /// Queues `output` (waiting while the client's queue is full) and waits for the broker's
     /// acknowledgement.
     pub async fn send(&self, output: &Output) -> Ack {
+        match self.queue(output).await {
+            Ok(acked) => acked.await.unwrap_or(Err(KafkaError::Canceled)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Queues `output`, waiting while the client's queue is full; the receiver gets the
+    /// broker's acknowledgement.
+    pub async fn queue(&self, output: &Output) -> Result<oneshot::Receiver<Ack>, KafkaError> {
         let (ack, acked) = oneshot::channel();
         let mut waiting = Box::new(ack);
         let give_up = Instant::now() + QUEUE_TIMEOUT;
@@ -133,7 +144,12 @@ impl AckingProducer {
                 Err((error, _)) => return Err(error),
             }
         }
-        acked.await.unwrap_or(Err(KafkaError::Canceled))
+        Ok(acked)
+    }
+
+    /// Drops the messages still queued in the client (not those sent already).
+    pub fn purge_queued(&self) {
+        self.producer.purge(PurgeConfig::default().queue());
     }
 
     /// Waits for every queued message to be delivered, at most `timeout`.

@@ -53,6 +53,13 @@ pub async fn entries(pool: &PgPool) -> Result<Vec<KvEntry>, sqlx::Error> {
         .await
 }
 
+/// Every stored key, deleted ones included.
+pub async fn keys(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT key FROM kv_entries")
+        .fetch_all(&mut **tx)
+        .await
+}
+
 /// The rows of `keys`, as [`replace_entries`] takes them.
 pub async fn entries_of(
     tx: &mut Transaction<'_, Postgres>,
@@ -95,17 +102,41 @@ pub async fn lock_positions(
     .await
 }
 
+/// Most rows, and bytes of values, one statement writes: a statement carries its values as
+/// one array, and PostgreSQL takes at most 1 GB in one message (values are up to 1 MiB each).
+pub const STATEMENT_MAX_ROWS: usize = 10_000;
+pub const STATEMENT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// `rows` cut into runs of at most [`STATEMENT_MAX_ROWS`] rows and, unless a single row is
+/// larger, [`STATEMENT_MAX_BYTES`] bytes by `size`.
+pub fn statements<T>(rows: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let row_bytes = size(row);
+        if i > start && (i - start == STATEMENT_MAX_ROWS || bytes + row_bytes > STATEMENT_MAX_BYTES)
+        {
+            runs.push(&rows[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += row_bytes;
+    }
+    if start < rows.len() {
+        runs.push(&rows[start..]);
+    }
+    runs
+}
+
 /// Empties the table and writes `entries` (value as JSON text, `None` for a deleted key).
 pub async fn replace_entries(
     tx: &mut Transaction<'_, Postgres>,
     entries: &[(String, Option<String>, i64)],
 ) -> Result<(), sqlx::Error> {
-    /// Rows per statement: bounds the statement's size whatever the table's.
-    const CHUNK: usize = 10_000;
     sqlx::query("DELETE FROM kv_entries")
         .execute(&mut **tx)
         .await?;
-    for chunk in entries.chunks(CHUNK) {
+    let size = |e: &(String, Option<String>, i64)| e.0.len() + e.1.as_ref().map_or(0, String::len);
+    for chunk in statements(entries, size) {
         sqlx::query(
             "INSERT INTO kv_entries (key, value, version)
              SELECT e.key, e.value::jsonb, e.version
@@ -118,4 +149,21 @@ pub async fn replace_entries(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_cut_by_rows_and_bytes() {
+        let rows: Vec<usize> = vec![1; 25_000];
+        let lengths: Vec<usize> = statements(&rows, |r| *r).iter().map(|s| s.len()).collect();
+        assert_eq!(lengths, [10_000, 10_000, 5_000]);
+        let big = STATEMENT_MAX_BYTES / 2;
+        let rows = vec![big, big, big, STATEMENT_MAX_BYTES * 2, 1];
+        let lengths: Vec<usize> = statements(&rows, |r| *r).iter().map(|s| s.len()).collect();
+        assert_eq!(lengths, [2, 1, 1, 1]);
+        assert!(statements(&Vec::<usize>::new(), |r| *r).is_empty());
+    }
 }

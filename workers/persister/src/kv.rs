@@ -15,7 +15,6 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -53,9 +52,10 @@ impl Changelog {
         })
     }
 
-    /// Publishes `changes` and waits for the broker to acknowledge all of them. Every send is
-    /// waited for, failed or not: one still in the client could land after the changes of the
-    /// partition's next owner, and compaction would keep it.
+    /// Publishes `changes` in order and waits for the broker to acknowledge all of them. Every
+    /// send is waited for, failed or not, and a batch given up (shutdown) purges the ones not
+    /// sent: one still in the client could land after the changes of the partition's next
+    /// owner, and compaction would keep it.
     pub async fn publish(&self, changes: &[Change]) -> Result<(), KafkaError> {
         let outputs: Vec<Output> = changes
             .iter()
@@ -66,8 +66,7 @@ impl Changelog {
                 headers: None,
             })
             .collect();
-        let acks = join_all(outputs.iter().map(|o| self.publisher.try_publish(o))).await;
-        acks.into_iter().try_for_each(|ack| ack.map(|_| ()))
+        self.publisher.publish_in_order(&outputs).await
     }
 }
 
@@ -227,8 +226,8 @@ pub async fn write(
         .collect();
     let updates: Vec<&KvUpdateRow> = updates.iter().collect();
     let applied = apply(&updates, stored, done.into_iter().collect());
-    if !applied.entries.is_empty() {
-        let entries = &applied.entries;
+    let size = |e: &Entry| e.key.len() + e.value.as_ref().map_or(0, String::len);
+    for entries in sluice_db::kv::statements(&applied.entries, size) {
         sqlx::query(
             "INSERT INTO kv_entries (key, value, version, updated_at)
              SELECT e.key, e.value::jsonb, e.version, clock_timestamp()

@@ -315,27 +315,23 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
         .retrying_in_place();
     let kv =
         Stage::new(KV_APPLIER_ROLE, vec![topics.kv_updates()], kv_execution).retrying_in_place();
-    let handler = |role: &str| {
-        PersisterHandler::new(
-            role,
+    let run = |stage: Stage, ctx: Arc<StageContext>| {
+        let role = stage.role.clone();
+        let handler = PersisterHandler::new(
+            &role,
             pool.clone(),
             ctx.clone(),
             changelog.clone(),
             stop.clone(),
-        )
-    };
-    let run = |stage: Stage, handler: PersisterHandler| {
-        let (ctx, stop) = (ctx.clone(), stop.clone());
+        );
+        let stop = stop.clone();
         async move {
             let outcome = sluice_core::run_stage(ctx, stage, handler, stop.clone()).await;
             stop.cancel();
             outcome
         }
     };
-    let (results, kv) = tokio::join!(
-        run(results, handler(ROLE)),
-        run(kv, handler(KV_APPLIER_ROLE))
-    );
+    let (results, kv) = tokio::join!(run(results, ctx.clone()), run(kv, ctx.for_another_stage()));
     results?;
     kv?;
     Ok(())

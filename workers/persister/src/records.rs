@@ -288,7 +288,7 @@ fn parse_kv_update(job: &Job) -> Result<KvUpdateRow, HandlerError> {
     row.id = Some(update.id);
     row.op = update.payload.op;
     row.value = update.payload.value;
-    row.created_at = update.created_at;
+    row.created_at = storable_time(update.created_at).map_err(|e| invalid("KV update", e))?;
     Ok(row)
 }
 
@@ -310,6 +310,17 @@ fn parse_heartbeat(job: &Job) -> Result<WorkerRow, HandlerError> {
         version: beat.version,
         last_seen: beat.at,
     })
+}
+
+/// `at` if PostgreSQL's `timestamptz` holds it (years 4713 BC to 294276 AD; checked with
+/// room to spare): a time it refused would fail the batch after its KV changes were applied.
+fn storable_time(at: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    use chrono::Datelike;
+    if (1..=9999).contains(&at.year()) {
+        Ok(at)
+    } else {
+        Err(format!("created_at {at} is out of range (years 1 to 9999)"))
+    }
 }
 
 /// PostgreSQL text cannot hold NUL; a dead letter must be storable whatever it carries.
@@ -340,7 +351,8 @@ pub fn parse_dead_letter(job: &Job) -> DeadLetterRow {
     DeadLetterRow {
         job_id,
         job_kind: head.as_ref().map(|h| storable(&h.kind)),
-        job_created_at: head.map(|h| h.created_at),
+        // A dead letter is kept even when the time its producer gave cannot be stored.
+        job_created_at: head.and_then(|h| storable_time(h.created_at).ok()),
         source_topic: job.topic.clone(),
         source_partition: job.partition,
         source_offset: job.offset,

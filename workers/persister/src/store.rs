@@ -89,15 +89,13 @@ pub async fn write(
     } else {
         kv::write(&mut tx, &batch.kv, &changelog.worker).await?
     };
-    // Still holding the positions: no other replica applies these keys until the commit. The
-    // broker acknowledges the changes while the rest of the batch is written.
-    let writing = async {
-        write_rows(&mut tx, &batch, &kv_outcomes).await?;
-        advance_positions(&mut tx, group, &next_offsets).await
-    };
-    let (written, published) = tokio::join!(writing, changelog.publish(&changes));
-    written?;
-    published?;
+    write_rows(&mut tx, &batch, &kv_outcomes).await?;
+    advance_positions(&mut tx, group, &next_offsets).await?;
+    // Published once every row is written, so only the commit can still fail (and a batch
+    // applied again makes the same changes), and before the commit, so that no committed
+    // change is missing from the topic; still holding the positions, so no other replica
+    // applies these keys meanwhile.
+    changelog.publish(&changes).await?;
     tx.commit().await?;
     Ok(items.len() - fresh.len())
 }

@@ -290,6 +290,10 @@ async fn rebuild(app: &App) -> anyhow::Result<ExitCode> {
     let updates = app.topics.kv_updates();
     let partitions = partition_count(&consumer, &updates)?;
     let mut tx = app.pool.begin().await?;
+    // The transaction waits on the broker while it reads the state topic.
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0")
+        .execute(&mut *tx)
+        .await?;
     let positions: HashMap<i32, i64> = table::lock_positions(
         &mut tx,
         &app.topics.group(kv::APPLIER_ROLE),
@@ -313,6 +317,26 @@ async fn rebuild(app: &App) -> anyhow::Result<ExitCode> {
             to_line(&json!({"error": format!(
                 "the KV applier has no position in {updates} (a new database?), so no change \
                  on the state topic can be told committed; the table is left as it is"
+            )}))
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    // Compaction never removes a key's newest change: a stored key the topic does not name at
+    // all means the topic lost data (deleted and created again, a broker that lost it), and
+    // replacing the table with it would forget the key and restart its count.
+    let stored_keys = table::keys(&mut tx).await?;
+    let missing: Vec<&String> = stored_keys
+        .iter()
+        .filter(|key| !latest.contains_key(*key) && !uncommitted_keys.contains(*key))
+        .collect();
+    if let Some(first) = missing.first() {
+        println!(
+            "{}",
+            to_line(&json!({"error": format!(
+                "{} stored key(s), {first:?} among them, have no change on {topic}: the topic \
+                 lost data; the table is left as it is",
+                missing.len(),
+                topic = app.topics.kv_state()
             )}))
         );
         return Ok(ExitCode::FAILURE);

@@ -154,6 +154,20 @@ async fn kv_put_get_conditional_delete_list_and_read_your_writes() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(entries(&p.pool).await.unwrap(), before);
 
+    // A stored key the state topic does not name at all: the topic lost data; the table stays.
+    sqlx::query("INSERT INTO kv_entries (key, value, version) VALUES ('orphan', '1', 1)")
+        .execute(&p.pool)
+        .await
+        .unwrap();
+    let (code, out) = p.sluice(&["kv", "rebuild"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("lost data"), "{out}");
+    assert_eq!(entries(&p.pool).await.unwrap().len(), before.len() + 1);
+    sqlx::query("DELETE FROM kv_entries WHERE key = 'orphan'")
+        .execute(&p.pool)
+        .await
+        .unwrap();
+
     // Without the applier's positions no change can be told committed: the table stays.
     sqlx::query("DELETE FROM consumer_offsets WHERE topic = $1")
         .bind(p.topics.kv_updates())
@@ -227,13 +241,19 @@ async fn kv_malformed_updates_from_other_producers_are_dead_lettered_and_the_key
     p.publish_raw(&topic, "m", serde_json::to_vec(&nul).unwrap())
         .await;
     p.publish_raw(&topic, "", put("7")).await;
+    // A time PostgreSQL cannot store: refused before the update is applied, not when its row
+    // is written (by then its change would be on the state topic, and a rebuild would find it).
+    let ancient = json!({"id": Uuid::new_v4(), "kind": KIND, "created_at": "-5000-01-01T00:00:00Z",
+                         "payload": {"op": "put", "value": "never"}});
+    p.publish_raw(&topic, "m", serde_json::to_vec(&ancient).unwrap())
+        .await;
     p.publish_raw(&topic, "m", put("2")).await;
     p.wait_count(
         &format!(
             "SELECT count(*) FROM dead_letters WHERE source_topic = '{topic}' \
              AND error_class = 'invalid_result'"
         ),
-        5,
+        6,
         Duration::from_secs(30),
     )
     .await;
@@ -259,6 +279,10 @@ async fn kv_malformed_updates_from_other_producers_are_dead_lettered_and_the_key
         p.sluice(&["kv", "put", "m", "3"]).await.1.trim(),
         r#"{"key": "m", "version": 4}"#
     );
+    let before = entries(&p.pool).await.unwrap();
+    let (code, out) = p.sluice(&["kv", "rebuild"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(entries(&p.pool).await.unwrap(), before);
 }
 
 #[tokio::test]

@@ -128,15 +128,9 @@ async fn a_memory_broker_restarted_with_the_pipeline_loses_nothing() {
     p.start("sluice-persister");
     p.start("sluice-retry");
     p.start("sluice-compute");
-    eventually(
-        Duration::from_secs(60),
-        "the restarted services to be live",
-        || async {
-            let live = sluice_db::queries::live_workers(&p.pool, None).await.ok()?;
-            (live.len() >= 3).then_some(())
-        },
-    )
-    .await;
+    for role in ["persister", "kv", "retry", "compute"] {
+        p.wait_live(role, 1).await;
+    }
     for i in 5..10 {
         let (code, out) = p
             .sluice(&[
