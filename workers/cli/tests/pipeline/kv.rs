@@ -563,3 +563,27 @@ async fn kv_random_updates_with_the_applier_killed_match_a_replay_of_the_log_and
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn kv_stage_heartbeats_count_its_own_work() {
+    let p = TestPipeline::spawn(Options::no_workers()).await;
+    p.wait_live("kv", 1).await;
+    assert_eq!(p.sluice(&["kv", "put", "counted", "1"]).await.0, 0);
+    assert_eq!(p.sluice(&["kv", "put", "counted", "2"]).await.0, 0);
+    // The persister stage, beside it in the process, meanwhile stores every heartbeat.
+    eventually(
+        Duration::from_secs(10),
+        "the kv stage to report its 2 updates",
+        || async {
+            let live = sluice_db::queries::live_workers(&p.pool, Some("kv"))
+                .await
+                .ok()?;
+            (live.first()?.processed == 2).then_some(())
+        },
+    )
+    .await;
+    let persister = sluice_db::queries::live_workers(&p.pool, Some("persister"))
+        .await
+        .unwrap();
+    assert!(persister[0].processed > 2, "{persister:?}");
+}
