@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use sluice_core::config::KafkaConfig;
 use sluice_core::{Output, PipelineError, Publisher};
 use sluice_messages::kv::{KvChange, KvOp, KIND};
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::records::{KvUpdateRow, ResultRow};
@@ -194,8 +194,12 @@ fn conflict_message(key: &str, expected: i64, current: i64) -> String {
 
 /// Applies `updates` in `tx`: reads the versions of their keys and which of their ids already
 /// have an outcome, writes the changed keys, and returns the outcome rows and the changes.
+/// `tx` must hold the positions of the updates' partitions: then no other transaction writes
+/// these keys or outcomes until it ends, so the two reads run at once on connections of their
+/// own from `pool` and see what `tx` would.
 pub async fn write(
     tx: &mut Transaction<'_, Postgres>,
+    pool: &PgPool,
     updates: &[KvUpdateRow],
     worker: &str,
 ) -> Result<(Vec<ResultRow>, Vec<Change>), sqlx::Error> {
@@ -206,20 +210,19 @@ pub async fn write(
         .into_iter()
         .collect();
     let ids: Vec<Uuid> = updates.iter().filter_map(|u| u.id).collect();
-    let stored: Vec<(String, i64, bool)> = sqlx::query_as(
+    let versions = sqlx::query_as::<_, (String, i64, bool)>(
         "SELECT key, version, value IS NOT NULL FROM kv_entries WHERE key = ANY($1)",
     )
     .bind(&keys)
-    .fetch_all(&mut **tx)
-    .await?;
-    let done: Vec<(Uuid, String)> = sqlx::query_as(
+    .fetch_all(pool);
+    let outcomes = sqlx::query_as::<_, (Uuid, String)>(
         "SELECT job_id, result->>'key' FROM jobs
          WHERE job_id = ANY($1) AND kind = $2 AND result ? 'key'",
     )
     .bind(&ids)
     .bind(KIND)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(pool);
+    let (stored, done) = tokio::try_join!(versions, outcomes)?;
     let stored = stored
         .into_iter()
         .map(|(key, version, exists)| (key, Stored { version, exists }))

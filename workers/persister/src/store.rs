@@ -87,7 +87,7 @@ pub async fn write(
     let (kv_outcomes, changes) = if batch.kv.is_empty() {
         (Vec::new(), Vec::new())
     } else {
-        kv::write(&mut tx, &batch.kv, &changelog.worker).await?
+        kv::write(&mut tx, pool, &batch.kv, &changelog.worker).await?
     };
     write_rows(&mut tx, &batch, &kv_outcomes).await?;
     advance_positions(&mut tx, group, &next_offsets).await?;
