@@ -32,6 +32,10 @@ pub enum Command {
     Job { id: Uuid },
     /// List the live workers.
     Workers,
+    /// Exit 0 when a worker on this host is live (a container health check).
+    Health,
+    /// Apply the database migrations not applied yet, then exit.
+    Migrate,
     /// Inspect or replay dead letters.
     Dlq {
         #[command(subcommand)]
@@ -55,6 +59,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Calc(args) => calc::run(&app, args).await,
         Command::Job { id } => job::run(&app, id).await,
         Command::Workers => workers::run(&app).await,
+        Command::Health => workers::health(&app).await,
+        Command::Migrate => {
+            sluice_db::pool::migrate(&app.pool).await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dlq { command } => dlq::run(&app, command).await,
         Command::Kv { command } => kv::run(&app, command).await,
         Command::Bench { command } => bench::run(&app, command).await,

@@ -61,8 +61,13 @@ pub async fn connect_and_migrate(
             Err(e) => return Err(e.into()),
         }
     };
-    sqlx::migrate!("../../migrations").run(&pool).await?;
+    migrate(&pool).await?;
     Ok(pool)
+}
+
+/// Applies the migrations not applied yet (`migrations/`, built in).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("../../migrations").run(pool).await
 }
 
 /// A failure that goes away by itself: the connection, the server's state, a deadlock.

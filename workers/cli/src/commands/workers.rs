@@ -1,4 +1,5 @@
-//! `sluice workers`: the live workers, from their latest heartbeats.
+//! `sluice workers`: the live workers, from their latest heartbeats; `sluice health`: whether
+//! this host runs a live one (a container's health check).
 
 use std::process::ExitCode;
 
@@ -24,5 +25,23 @@ pub async fn run(app: &App) -> anyhow::Result<ExitCode> {
             w.role, w.instance_id, w.state, w.in_flight, w.processed, age, w.host, w.version
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Success when a worker on this host (a container: its own services) sent a heartbeat that
+/// is still live: its stages poll, publish and reach the broker and the database.
+pub async fn health(app: &App) -> anyhow::Result<ExitCode> {
+    let host = hostname::get()?.to_string_lossy().into_owned();
+    let live = queries::live_workers(&app.pool, None).await?;
+    let here: Vec<&str> = live
+        .iter()
+        .filter(|w| w.host == host)
+        .map(|w| w.role.as_str())
+        .collect();
+    if here.is_empty() {
+        println!("no live worker on {host}");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("live on {host}: {}", here.join(", "));
     Ok(ExitCode::SUCCESS)
 }
