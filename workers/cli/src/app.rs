@@ -1,6 +1,9 @@
 //! What every command needs: the configuration, the database and a publisher, found the same
 //! way the pipeline finds them (environment, `.env`, then the defaults `scripts/run` uses).
-//! Topics are the services' to create; commands that only read need no broker at all.
+//! Topics are the services' to create; commands that only read need no broker at all, and
+//! start no Kafka client (`sluice health` runs every few seconds in each container).
+
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use sluice_core::config::{KafkaConfig, RetryConfig};
@@ -13,7 +16,7 @@ pub struct App {
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub pool: PgPool,
-    pub publisher: Publisher,
+    publisher: OnceLock<Publisher>,
 }
 
 impl App {
@@ -24,12 +27,20 @@ impl App {
         let pool = sluice_db::pool::connect(&database)
             .await
             .with_context(|| format!("cannot reach the database at {}", database.redacted_url()))?;
-        let publisher = Publisher::new(&kafka)?;
         Ok(Self {
             kafka,
             topics,
             pool,
-            publisher,
+            publisher: OnceLock::new(),
         })
+    }
+
+    /// The producer, made on first use.
+    pub fn publisher(&self) -> anyhow::Result<&Publisher> {
+        if let Some(publisher) = self.publisher.get() {
+            return Ok(publisher);
+        }
+        let made = Publisher::new(&self.kafka)?;
+        Ok(self.publisher.get_or_init(|| made))
     }
 }

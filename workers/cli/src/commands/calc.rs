@@ -73,8 +73,9 @@ pub async fn run(app: &App, args: CalcArgs) -> anyhow::Result<ExitCode> {
     };
     let envelope = Envelope::with_id(args.id.unwrap_or_else(Uuid::new_v4), KIND_JOB, &published);
     let id = envelope.id;
-    // Listening before the job can finish; opened before the claim, so that failing to listen
-    // leaves nothing behind.
+    // Listening before the job can finish, and the producer: made before the claim, so that
+    // failing to make either leaves nothing behind.
+    let publisher = app.publisher()?;
     let waiter = if args.no_wait {
         None
     } else {
@@ -98,7 +99,7 @@ pub async fn run(app: &App, args: CalcArgs) -> anyhow::Result<ExitCode> {
         JobClaim::Created | JobClaim::SameRequestPending | JobClaim::SameRequestDead { .. } => {}
     }
     let output = Output::json(app.topics.compute_jobs(), id.to_string(), &envelope)?;
-    if let Err(e) = app.publisher.try_publish(&output).await {
+    if let Err(e) = publisher.try_publish(&output).await {
         queries::release_job_claim(&app.pool, id, &claim).await?;
         return Ok(fail(format!("could not publish job {id}: {e}")));
     }

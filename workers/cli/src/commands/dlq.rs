@@ -132,6 +132,8 @@ impl Replay {
             self.left_alone += 1;
             return Ok(());
         }
+        // Made before the claim, so that failing to make it leaves nothing claimed.
+        let publisher = app.publisher()?;
         let claim = match dead_letters::claim_replay(&app.pool, letter).await? {
             Claim::Claimed(claim) => claim,
             Claim::Replayed => return Ok(()),
@@ -152,7 +154,7 @@ impl Replay {
             payload: letter.payload.clone(),
             headers: None,
         };
-        if let Err(e) = app.publisher.try_publish(&output).await {
+        if let Err(e) = publisher.try_publish(&output).await {
             dead_letters::release(&app.pool, &claim)
                 .await
                 .with_context(|| format!("giving back dead letter {id} after a failed publish"))?;

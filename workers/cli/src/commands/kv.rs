@@ -161,7 +161,7 @@ async fn send(
         payload: serde_json::to_vec(&envelope)?,
         headers: None,
     };
-    if let Err(e) = app.publisher.try_publish(&output).await {
+    if let Err(e) = app.publisher()?.try_publish(&output).await {
         return Ok(fail(key, format!("could not publish the update: {e}")));
     }
     let Some(waiter) = waiter else {
@@ -341,26 +341,22 @@ async fn rebuild(app: &App) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
-    let latest_keys: HashSet<String> = latest.keys().cloned().collect();
-    let mut entries: Vec<(String, Option<String>, i64)> = latest
-        .into_iter()
-        .map(|(key, change)| {
-            let value = match (change.deleted, change.value) {
-                (false, Some(value)) => Some(value.get().to_string()),
-                // A change without a value only comes from another producer: keep it deleted.
-                _ => None,
-            };
-            (key, value, change.version as i64)
-        })
-        .collect();
     // A key whose only changes left are of a transaction being retried (compaction removed
     // the committed ones before them) keeps the row it has: that row is what committed.
     let kept: Vec<&str> = uncommitted_keys
         .iter()
-        .filter(|key| !latest_keys.contains(key.as_str()))
+        .filter(|key| !latest.contains_key(*key))
         .map(String::as_str)
         .collect();
-    entries.extend(table::entries_of(&mut tx, &kept).await?);
+    let mut entries = table::entries_of(&mut tx, &kept).await?;
+    entries.extend(latest.into_iter().map(|(key, change)| {
+        let value = match (change.deleted, change.value) {
+            (false, Some(value)) => Some(value.get().to_string()),
+            // A change without a value only comes from another producer: keep it deleted.
+            _ => None,
+        };
+        (key, value, change.version as i64)
+    }));
     entries.sort();
     table::replace_entries(&mut tx, &entries).await?;
     tx.commit().await?;

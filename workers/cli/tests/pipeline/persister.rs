@@ -328,15 +328,7 @@ async fn results_after_a_stale_position(next_offset: i64, timestamp: Option<i64>
     assert!(p.terminate(0, Duration::from_secs(20)).await);
     let results = p.topics.results();
     store_position(&p, &results, next_offset, timestamp).await;
-    for _ in 0..20 {
-        let id = Uuid::new_v4();
-        p.publish_raw(
-            &results,
-            &id.to_string(),
-            result_message(id, json!({"ok": true, "result": 1.0})),
-        )
-        .await;
-    }
+    publish_results(&p, &results, 20).await;
     let persister = p.start("sluice-persister");
     p.wait_count(
         "SELECT count(*) FROM jobs WHERE status = 'done'",
@@ -380,15 +372,7 @@ async fn a_position_set_back_is_read_from_the_start_of_the_log() {
     assert!(p.terminate(0, Duration::from_secs(20)).await);
     let results = p.topics.results();
     store_position(&p, &results, 0, None).await;
-    for _ in 0..20 {
-        let id = Uuid::new_v4();
-        p.publish_raw(
-            &results,
-            &id.to_string(),
-            result_message(id, json!({"ok": true, "result": 1.0})),
-        )
-        .await;
-    }
+    publish_results(&p, &results, 20).await;
     commit_group_offsets(&p, &results, 1).await;
     p.start("sluice-persister");
     p.wait_count(
@@ -484,4 +468,17 @@ async fn row_by_row_stops_at_the_first_row_not_written() {
         1,
         "only the refused row is a dead letter"
     );
+}
+
+/// Publishes `count` valid results of new jobs straight to `results`.
+async fn publish_results(p: &TestPipeline, results: &str, count: usize) {
+    for _ in 0..count {
+        let id = Uuid::new_v4();
+        p.publish_raw(
+            results,
+            &id.to_string(),
+            result_message(id, json!({"ok": true, "result": 1.0})),
+        )
+        .await;
+    }
 }

@@ -282,12 +282,7 @@ async fn nothing_held_is_lost_when_retry_instances_join_and_leave() {
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    crate::helpers::eventually(Duration::from_secs(90), "every message back", || async {
-        let got: std::collections::HashSet<String> =
-            arrivals.ids.lock().unwrap().iter().cloned().collect();
-        sent.iter().all(|id| got.contains(id)).then_some(())
-    })
-    .await;
+    every_message_back(&arrivals, &sent, Duration::from_secs(90)).await;
     p.shutdown.cancel();
     stage.await.unwrap().unwrap();
 }
@@ -334,12 +329,17 @@ async fn a_retry_instance_whose_sends_fail_past_the_poll_interval_keeps_its_part
     );
 
     assert!(p.terminate(broken, Duration::from_secs(20)).await);
-    crate::helpers::eventually(Duration::from_secs(60), "every message back", || async {
+    every_message_back(&arrivals, &sent, Duration::from_secs(60)).await;
+    p.shutdown.cancel();
+    stage.await.unwrap().unwrap();
+}
+
+/// Waits until every id of `sent` has come back to the arrivals stage.
+async fn every_message_back(arrivals: &Arrivals, sent: &[String], within: Duration) {
+    crate::helpers::eventually(within, "every message back", || async {
         let got: std::collections::HashSet<String> =
             arrivals.ids.lock().unwrap().iter().cloned().collect();
         sent.iter().all(|id| got.contains(id)).then_some(())
     })
     .await;
-    p.shutdown.cancel();
-    stage.await.unwrap().unwrap();
 }
