@@ -45,6 +45,22 @@ ensure_nisshi() {
   fi
 }
 
+# ensure_python_worker: a Python with the example worker's requirements (examples/
+# python-llm-worker), in a virtual environment made once; sets SLUICE_PYTHON.
+ensure_python_worker() {
+  local venv=${SLUICE_PYTHON_VENV:-$HOME/.cache/sluice/python-worker}
+  local requirements=$SLUICE_ROOT/examples/python-llm-worker/requirements.txt
+  if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null \
+    || ! "$venv/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
+    log "installing the Python example worker's requirements in $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/requirements.txt"
+  fi
+  SLUICE_PYTHON=$venv/bin/python
+}
+
 # wait_port PORT SECONDS: waits until something listens on 127.0.0.1:PORT.
 wait_port() {
   local port=$1 deadline=$((SECONDS + $2))
@@ -113,14 +129,17 @@ broker_storage_url() {
 # left alone here.
 NATIVE_DEFAULTS=(KAFKA_PARTITIONS=2 KAFKA_FETCH_WAIT_MAX_MS=50 KAFKA_SLOW_FETCH_WAIT_MAX_MS=5000)
 native_defaults() {
-  local pair name
-  for pair in "${NATIVE_DEFAULTS[@]}"; do
-    name=${pair%%=*}
-    if [ -z "${!name:-}" ] \
-      && ! grep -Eq "^[[:space:]]*(export[[:space:]]+)?$name=" "$SLUICE_ROOT/.env" 2>/dev/null; then
-      export "${pair?}"
-    fi
-  done
+  local pair
+  for pair in "${NATIVE_DEFAULTS[@]}"; do default_unless_set "$pair"; done
+}
+
+# default_unless_set NAME=VALUE: exports it unless the environment or ./.env sets NAME.
+default_unless_set() {
+  local pair=$1 name=${1%%=*}
+  if [ -z "${!name:-}" ] \
+    && ! grep -Eq "^[[:space:]]*(export[[:space:]]+)?$name=" "$SLUICE_ROOT/.env" 2>/dev/null; then
+    export "${pair?}"
+  fi
 }
 
 # build_sluice: sets SLUICE_BIN, the directory of the release binaries. With SLUICE_BIN_DIR set,

@@ -1,6 +1,6 @@
 //! The `sluice` command line: publish compute jobs and wait for their persisted answers,
-//! inspect jobs, workers and dead letters, replay dead letters, use the key-value store, and
-//! benchmark the pipeline.
+//! inspect jobs, workers and dead letters, replay dead letters, use the key-value store, ask
+//! questions and generate question traffic, and benchmark the pipeline.
 
 pub mod app;
 pub mod commands;
@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
-use commands::{bench, calc, dlq, job, kv, workers};
+use commands::{bench, calc, dlq, job, kv, qa, traffic, workers};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,6 +46,13 @@ pub enum Command {
         #[command(subcommand)]
         command: kv::KvCommand,
     },
+    /// Question answering: ask, results.
+    Qa {
+        #[command(subcommand)]
+        command: qa::QaCommand,
+    },
+    /// Publish questions from a dataset at a rate (Poisson, bursty or uniform arrivals).
+    Traffic(traffic::TrafficArgs),
     /// Measure the running pipeline.
     Bench {
         #[command(subcommand)]
@@ -67,6 +74,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dlq { command } => dlq::run(&app, command).await,
         Command::Kv { command } => kv::run(&app, command).await,
+        Command::Qa { command } => qa::run(&app, command).await,
+        Command::Traffic(args) => traffic::run(&app, args).await,
         Command::Bench { command } => bench::run(&app, command).await,
     }
 }

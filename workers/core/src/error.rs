@@ -29,6 +29,10 @@ pub enum ErrorClass {
     Unavailable,
     /// Credentials were refused (HTTP 401/403).
     Unauthorized,
+    /// A dependency refused the request itself (any other 4xx): asking again cannot help.
+    Refused,
+    /// A dependency answered, but not in the shape its API promises.
+    BadResponse,
     /// The broker can never accept an output (too large, invalid topic, not authorized).
     Undeliverable,
     /// A retried message had lost its way back.
@@ -47,6 +51,8 @@ impl ErrorClass {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Unauthorized => "unauthorized",
+            Self::Refused => "refused",
+            Self::BadResponse => "bad_response",
             Self::Undeliverable => "undeliverable",
             Self::Misrouted => "misrouted",
         }

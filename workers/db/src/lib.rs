@@ -6,6 +6,7 @@
 //! - [`queries`]: claiming a job id, job status, live workers.
 //! - [`dead_letters`]: listing dead letters, and claiming each for exactly one replay.
 //! - [`kv`]: the key-value store's table, read and rebuilt.
+//! - [`qa`]: questions' outcomes, and whether a question has a validated answer already.
 //! - [`notify`]: what a notification on [`JOBS_CHANNEL`] says.
 //! - [`waiter`]: the [`JobWaiter`], one listening connection for every job awaited in a process.
 
@@ -13,6 +14,7 @@ pub mod dead_letters;
 pub mod kv;
 pub mod notify;
 pub mod pool;
+pub mod qa;
 pub mod queries;
 pub mod waiter;
 

@@ -45,6 +45,15 @@ pub async fn connect(db: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
         .await
 }
 
+/// A pool that connects on first use: for a service whose reads are optional, so that it
+/// starts (and works) while the database is down.
+pub fn connect_lazy(db: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(db.max_connections)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy(&db.url)
+}
+
 /// Connects (waiting for the database while it is unreachable) and applies the migrations.
 pub async fn connect_and_migrate(
     db: &DatabaseConfig,

@@ -9,12 +9,14 @@
 //! - [`heartbeat`]: the liveness message of every service.
 //! - [`compute`]: the calculator's requests, answers and sum_squares parts (seed 002).
 //! - [`kv`]: the key-value store's updates and applied changes (seed 000).
+//! - [`qa`]: questions, LLM answers and scored outcomes (seeds 003 and 004).
 
 pub mod compute;
 pub mod envelope;
 pub mod header;
 pub mod heartbeat;
 pub mod kv;
+pub mod qa;
 pub mod topics;
 
 pub use envelope::{Envelope, JobResult};

@@ -79,10 +79,21 @@ impl Topics {
         self.name("kv.state")
     }
 
+    /// Questions for the LLM workers, keyed by question id; the scoring stage publishes a
+    /// question here again when its answer scored too low.
+    pub fn qa_questions(&self) -> String {
+        self.name("qa.questions")
+    }
+
+    /// The LLM workers' answers, for the scoring stage.
+    pub fn qa_answers(&self) -> String {
+        self.name("qa.answers")
+    }
+
     /// The topics producers publish work to, and so the only ones a dead letter may be replayed
     /// to.
     pub fn job_inputs(&self) -> Vec<String> {
-        vec![self.compute_jobs(), self.kv_updates()]
+        vec![self.compute_jobs(), self.kv_updates(), self.qa_questions()]
     }
 
     /// The settings `topic` is created with beyond the broker's defaults: the KV store's
@@ -121,6 +132,7 @@ impl Topics {
             self.dead_letters(),
             self.heartbeats(),
             self.kv_state(),
+            self.qa_answers(),
         ]);
         all.extend(self.retry_tiers.iter().map(|(name, _)| name.clone()));
         all

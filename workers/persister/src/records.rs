@@ -11,6 +11,7 @@ use sluice_core::{ErrorClass, HandlerError, Job};
 use sluice_messages::compute::{PartResult, KIND_PART};
 use sluice_messages::heartbeat::Heartbeat;
 use sluice_messages::kv::{self, KvCommand, KvOp};
+use sluice_messages::qa::{self, QaOutcome};
 use sluice_messages::{header, Envelope, JobResult, Topics};
 use uuid::Uuid;
 
@@ -196,6 +197,13 @@ fn parse_result(job: &Job) -> Result<ResultRow, HandlerError> {
     }
     let answer: Answer = serde_json::from_str(text)
         .map_err(|e| invalid("result", format!("the answer needs a boolean \"ok\": {e}")))?;
+    if result.kind == qa::KIND {
+        // The qa_results view reads these fields: only a whole, consistent outcome is stored.
+        serde_json::from_str::<QaOutcome>(text)
+            .map_err(|e| e.to_string())
+            .and_then(|outcome| outcome.check())
+            .map_err(|e| invalid("question outcome", e))?;
+    }
     let error = match (answer.ok, answer.error) {
         (true, _) => None,
         (false, Some(error)) => Some(error),

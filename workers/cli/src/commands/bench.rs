@@ -1,5 +1,6 @@
-//! `sluice bench compute` and `sluice bench kv`: publish N `add` jobs (or N KV puts) to the
-//! running pipeline and measure it from the first publish to the last row committed.
+//! `sluice bench compute`, `sluice bench kv` and `sluice bench llm`: publish N `add` jobs (or N
+//! KV puts, or N questions) to the running pipeline and measure it from the first publish to
+//! the last row committed.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use sluice_core::kafka;
 use sluice_db::queries;
 use sluice_messages::compute::{self, CalcRequest, KIND_JOB};
 use sluice_messages::kv::{self, KvCommand};
+use sluice_messages::qa::{self, Question};
 use sluice_messages::Envelope;
 use uuid::Uuid;
 
@@ -33,6 +35,14 @@ pub enum BenchCommand {
         /// Distinct keys the puts are spread over, round robin.
         #[arg(long, default_value_t = 10_000)]
         keys: u64,
+        #[command(flatten)]
+        load: Load,
+    },
+    /// Throughput and latency of questions without an expected answer, published to answered
+    /// (outcome row committed). `scripts/bench llm` starts one LLM worker for it, stub or HTTP.
+    Llm {
+        #[arg(long, default_value_t = 20_000)]
+        questions: u64,
         #[command(flatten)]
         load: Load,
     },
@@ -90,6 +100,25 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
                 kv::APPLIER_ROLE,
                 &topic,
                 update,
+            )
+            .await
+        }
+        BenchCommand::Llm { questions, load } => {
+            let topic = app.topics.qa_questions();
+            // Distinct questions: none has a validated answer to reuse.
+            let question = |i: u64, id: Uuid| {
+                let text = format!("Benchmark question {id}, number {i}: what is {i} + 1?");
+                let envelope = Envelope::with_id(id, qa::KIND, Question::new(text, None));
+                (id.to_string().into_bytes(), envelope)
+            };
+            measure(
+                app,
+                "answers",
+                questions,
+                &load,
+                qa::LLM_ROLE,
+                &topic,
+                question,
             )
             .await
         }

@@ -5,4 +5,6 @@ pub mod calc;
 pub mod dlq;
 pub mod job;
 pub mod kv;
+pub mod qa;
+pub mod traffic;
 pub mod workers;

@@ -8,5 +8,6 @@ mod helpers;
 mod kv;
 mod modes;
 mod persister;
+mod qa;
 mod restarts;
 mod retries;
