@@ -33,6 +33,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 log = logging.getLogger("llm-python")
+MAX_REASKS = 1_000  # as workers/messages/src/qa.rs
 LIMITS = {"question": 32 * 1024, "expected": 32 * 1024, "run_id": 128}  # bytes, as in qa.rs
 QUESTION_FIELDS = {"question", "expected", "run_id", "reasks", "best"}  # Question denies others
 # Delivery errors no retry cures (is_undeliverable in workers/core/src/kafka.rs).
@@ -73,8 +74,8 @@ def question_problem(q: Any) -> str | None:
         if value is not None and (not isinstance(value, str) or len(value.encode()) > limit):
             return f"{name} is not a string of at most {limit} bytes"
     reasks = q.get("reasks", 0)
-    if type(reasks) is not int or not 0 <= reasks < 2**32:
-        return "reasks is not a count"
+    if type(reasks) is not int or not 0 <= reasks <= MAX_REASKS:
+        return f"reasks is not a count of at most {MAX_REASKS}"
     best = q.get("best")
     if best is not None and not (isinstance(best, dict) and isinstance(best.get("reply"), dict)):
         return "best is not a scored reply"

@@ -162,7 +162,7 @@ fn decode_question(text: &str) -> Result<(), String> {
 fn decode_answer(text: &str) -> Result<(), String> {
     let envelope: Envelope<Answer> = de(text)?;
     kind_is(&envelope.kind, qa::KIND)?;
-    envelope.payload.question.check()
+    envelope.payload.check()
 }
 
 #[test]
@@ -278,7 +278,7 @@ fn full_question() -> Question {
         question: "¿Cuál es la capital de Perú?".into(),
         expected: Some("Lima".into()),
         run_id: Some("run-1".into()),
-        reasks: u32::MAX,
+        reasks: qa::MAX_REASKS,
         best: Some(ScoredReply {
             reply: full_reply(),
             score: 1.0,
@@ -563,9 +563,7 @@ fn written() -> Vec<(&'static str, &'static str, String)> {
                 Answer {
                     question: full_question(),
                     reply: Reply {
-                        latency_ms: u64::MAX,
-                        prompt_tokens: Some(u64::MAX),
-                        answer_tokens: Some(u64::MAX),
+                        answer_tokens: Some(i64::MAX as u64),
                         ..full_reply()
                     },
                     attempts: u32::MAX,
@@ -1339,7 +1337,7 @@ fn question_docs(base: &str, at: &str) -> Vec<Doc> {
                 base,
                 &[
                     (&p("run_id"), r#""run-1""#),
-                    (&p("reasks"), "4294967295"),
+                    (&p("reasks"), "1000"),
                     (&p("best"), &best),
                 ],
             ),
@@ -1398,7 +1396,16 @@ fn question_docs(base: &str, at: &str) -> Vec<Doc> {
         invalid("question a number", set(base, &[(&p("question"), "5")])),
         invalid("expected a number", set(base, &[(&p("expected"), "5")])),
         invalid("run_id a number", set(base, &[(&p("run_id"), "5")])),
+        valid("most reasks", set(base, &[(&p("reasks"), "1000")])),
         invalid("reasks below 0", set(base, &[(&p("reasks"), "-1")])),
+        invalid(
+            "reasks above MAX_REASKS",
+            set(base, &[(&p("reasks"), "1001")]),
+        ),
+        invalid(
+            "reasks at 32 bits",
+            set(base, &[(&p("reasks"), "4294967295")]),
+        ),
         invalid("reasks null", set(base, &[(&p("reasks"), "null")])),
         invalid(
             "reasks beyond 32 bits",
@@ -1464,12 +1471,13 @@ fn answer_docs() -> Vec<Doc> {
     docs.extend(question_docs(answer, "/payload/question"));
     docs.extend([
         valid(
-            "a reply at 64 bits: the scorer does not check it",
+            "a reply at the limits",
             set(
                 answer,
                 &[
-                    ("/payload/reply/latency_ms", "18446744073709551615"),
-                    ("/payload/reply/prompt_tokens", "18446744073709551615"),
+                    ("/payload/reply/latency_ms", "9223372036854775807"),
+                    ("/payload/reply/prompt_tokens", "9223372036854775807"),
+                    ("/payload/reply/answer_tokens", "9223372036854775807"),
                 ],
             ),
         ),
@@ -1506,6 +1514,34 @@ fn answer_docs() -> Vec<Doc> {
         invalid(
             "unknown reply field",
             set(answer, &[("/payload/reply/extra", "1")]),
+        ),
+        invalid(
+            "reply latency beyond 63 bits",
+            set(
+                answer,
+                &[("/payload/reply/latency_ms", "9223372036854775808")],
+            ),
+        ),
+        invalid(
+            "reply prompt tokens beyond 63 bits",
+            set(
+                answer,
+                &[("/payload/reply/prompt_tokens", "9223372036854775808")],
+            ),
+        ),
+        invalid(
+            "reply answer tokens beyond 63 bits",
+            set(
+                answer,
+                &[("/payload/reply/answer_tokens", "9223372036854775808")],
+            ),
+        ),
+        invalid(
+            "reply latency at 64 bits",
+            set(
+                answer,
+                &[("/payload/reply/latency_ms", "18446744073709551615")],
+            ),
         ),
         invalid(
             "reply latency beyond 64 bits",
