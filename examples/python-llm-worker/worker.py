@@ -73,6 +73,8 @@ def question_problem(q: Any) -> str | None:
         value = q.get(name)
         if value is not None and (not isinstance(value, str) or len(value.encode()) > limit):
             return f"{name} is not a string of at most {limit} bytes"
+    if isinstance(q.get("expected"), str) and not q["expected"].strip():
+        return "the expected answer is empty"
     reasks = q.get("reasks", 0)
     if type(reasks) is not int or not 0 <= reasks <= MAX_REASKS:
         return f"reasks is not a count of at most {MAX_REASKS}"
@@ -83,7 +85,17 @@ def question_problem(q: Any) -> str | None:
 
 
 def read_envelope(value: bytes | None) -> tuple[dict[str, Any], str, str | None]:
-    """The envelope, its id ("" if none can be read), and why it is no question (None if it is)."""
+    """The envelope, its id ("" if none can be read), and why it is no question (None if it is).
+    Whatever the input (a lone surrogate, nesting deep enough to exhaust the recursion limit),
+    the answer is a reason, never an exception: one would kill the worker on the same message
+    after every restart."""
+    try:
+        return _read_envelope(value)
+    except Exception as e:  # noqa: BLE001 - bad input must become a dead letter
+        return {}, "", f"invalid question: {type(e).__name__}"
+
+
+def _read_envelope(value: bytes | None) -> tuple[dict[str, Any], str, str | None]:
     try:
         envelope = json.loads(value or b"")
     except ValueError as e:  # not UTF-8, or not JSON

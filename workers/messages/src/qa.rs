@@ -58,6 +58,10 @@ impl Question {
         if self.question.trim().is_empty() {
             return Err("the question is empty".into());
         }
+        if self.expected.as_ref().is_some_and(|e| e.trim().is_empty()) {
+            // It could never be matched: leave it out to have the answer validated unscored.
+            return Err("the expected answer is empty".into());
+        }
         for (what, text) in [
             ("question", Some(&self.question)),
             ("expected answer", self.expected.as_ref()),

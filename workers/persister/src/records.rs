@@ -11,7 +11,7 @@ use sluice_core::{ErrorClass, HandlerError, Job};
 use sluice_messages::compute::{PartResult, KIND_PART};
 use sluice_messages::heartbeat::Heartbeat;
 use sluice_messages::kv::{self, KvCommand, KvOp};
-use sluice_messages::qa::{self, QaOutcome};
+use sluice_messages::qa::{self, QaOutcome, Question};
 use sluice_messages::{header, Envelope, JobResult, Topics};
 use uuid::Uuid;
 
@@ -53,6 +53,9 @@ pub struct DeadLetterRow {
     pub job_id: Option<Uuid>,
     pub job_kind: Option<String>,
     pub job_created_at: Option<DateTime<Utc>>,
+    /// What the job asked, as JSON, when it is a question: kept on its job row, so that a dead
+    /// question still shows its text and run in `qa_results`.
+    pub job_request: Option<String>,
     pub source_topic: String,
     pub source_partition: i32,
     pub source_offset: i64,
@@ -197,13 +200,19 @@ fn parse_result(job: &Job) -> Result<ResultRow, HandlerError> {
     }
     let answer: Answer = serde_json::from_str(text)
         .map_err(|e| invalid("result", format!("the answer needs a boolean \"ok\": {e}")))?;
-    if result.kind == qa::KIND {
-        // The qa_results view reads these fields: only a whole, consistent outcome is stored.
-        serde_json::from_str::<QaOutcome>(text)
+    let stored = if result.kind == qa::KIND {
+        // The qa_results view reads these fields: only a whole, consistent outcome is stored,
+        // and as serde writes it, numbers included (a score written `1e-400` reads as 0, but
+        // stored as written it would make the view's cast to double precision fail for every
+        // query that reads the row).
+        let outcome = serde_json::from_str::<QaOutcome>(text)
             .map_err(|e| e.to_string())
-            .and_then(|outcome| outcome.check())
+            .and_then(|outcome| outcome.check().map(|()| outcome))
             .map_err(|e| invalid("question outcome", e))?;
-    }
+        serde_json::to_string(&outcome).map_err(|e| invalid("question outcome", e))?
+    } else {
+        text.to_string()
+    };
     let error = match (answer.ok, answer.error) {
         (true, _) => None,
         (false, Some(error)) => Some(error),
@@ -212,7 +221,7 @@ fn parse_result(job: &Job) -> Result<ResultRow, HandlerError> {
     Ok(ResultRow {
         job_id: result.id,
         kind: result.kind,
-        result: text.to_string(),
+        result: stored,
         error,
         worker: result.worker,
         attempts: to_i32(result.attempts, "result")?,
@@ -343,6 +352,8 @@ pub fn parse_dead_letter(job: &Job) -> DeadLetterRow {
         id: Uuid,
         kind: String,
         created_at: DateTime<Utc>,
+        #[serde(default)]
+        payload: Option<Box<RawValue>>,
     }
     let headers = job.headers.as_ref();
     let head: Option<EnvelopeHead> = serde_json::from_slice(&job.payload).ok();
@@ -356,8 +367,17 @@ pub fn parse_dead_letter(job: &Job) -> DeadLetterRow {
             all.insert(storable(h.key), value.map_or(Value::Null, Value::String));
         }
     }
+    let job_request = head
+        .as_ref()
+        .filter(|h| h.kind == qa::KIND)
+        .and_then(|h| h.payload.as_ref())
+        .and_then(|p| serde_json::from_str::<Question>(p.get()).ok())
+        .and_then(|question| serde_json::to_string(&question).ok())
+        // Written back from its type, the question is JSON PostgreSQL stores, but for NUL.
+        .filter(|json| !json.contains("\\u0000"));
     DeadLetterRow {
         job_id,
+        job_request,
         job_kind: head.as_ref().map(|h| storable(&h.kind)),
         // A dead letter is kept even when the time its producer gave cannot be stored.
         job_created_at: head.and_then(|h| storable_time(h.created_at).ok()),

@@ -435,12 +435,16 @@ async fn insert_dead_letters(
         return Ok(vec![]);
     }
     let marked: Vec<(Uuid,)> = sqlx::query_as(
-        "INSERT INTO jobs (job_id, kind, status, error, attempts, created_at, persisted_at)
-         SELECT d.job_id, d.kind, 'dead', d.reason, d.attempts, d.created_at, clock_timestamp()
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[])
-              AS d(job_id, kind, reason, attempts, created_at)
+        "INSERT INTO jobs (job_id, kind, status, request, error, attempts, created_at,
+                           persisted_at)
+         SELECT d.job_id, d.kind, 'dead', d.request::jsonb, d.reason, d.attempts, d.created_at,
+                clock_timestamp()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[],
+                     $6::text[])
+              AS d(job_id, kind, reason, attempts, created_at, request)
          ON CONFLICT (job_id) DO UPDATE
          SET status = 'dead', error = EXCLUDED.error, attempts = EXCLUDED.attempts,
+             request = COALESCE(jobs.request, EXCLUDED.request),
              persisted_at = EXCLUDED.persisted_at
          WHERE jobs.status <> 'done'
          RETURNING job_id",
@@ -463,6 +467,12 @@ async fn insert_dead_letters(
         dead_jobs
             .values()
             .map(|r| r.job_created_at.unwrap_or_else(chrono::Utc::now))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        dead_jobs
+            .values()
+            .map(|r| r.job_request.as_deref())
             .collect::<Vec<_>>(),
     )
     .fetch_all(&mut **tx)

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use sluice_core::config::{env_duration, env_f64, env_or, env_string, ConfigError};
+use sluice_messages::qa::MAX_REASKS;
 
 use crate::provider::ApiKey;
 
@@ -54,7 +55,7 @@ pub struct LlmConfig {
     pub api_key: Option<ApiKey>,
     /// How long the stub takes to answer.
     pub stub_latency: Duration,
-    /// A JSONL or CSV file of `question` and `expected` pairs the stub answers from; other
+    /// A JSONL file of `{"question", "expected"}` pairs the stub answers from; other
     /// questions get `Stub answer to: <question>`.
     pub stub_answers: Option<String>,
     /// Whether a question with a validated answer in the database gets that answer instead of
@@ -90,8 +91,18 @@ impl LlmConfig {
                 reason: "the gemini provider needs an API key".into(),
             });
         }
+        if let Some(key) = &api_key {
+            if reqwest::header::HeaderValue::from_str(key.expose()).is_err() {
+                // Not the value: it is a secret.
+                return Err(invalid(
+                    "LLM_API_KEY",
+                    "(hidden)",
+                    "holds characters no HTTP header may",
+                ));
+            }
+        }
         let stub_answers = Some(env_string("LLM_STUB_ANSWERS", "")).filter(|p| !p.is_empty());
-        Ok(Self {
+        let config = Self {
             provider,
             model: env_string("LLM_MODEL", provider.default_model()),
             base_url: env_string("LLM_BASE_URL", provider.default_base_url())
@@ -102,7 +113,32 @@ impl LlmConfig {
             stub_answers,
             reuse_validated: env_or("LLM_REUSE_VALIDATED", true)?,
             max_response_bytes: env_or("LLM_MAX_RESPONSE_BYTES", 1 << 20)?,
-        })
+        };
+        if provider != ProviderKind::Stub {
+            if let Err(e) = reqwest::Url::parse(&config.base_url) {
+                return Err(invalid(
+                    "LLM_BASE_URL",
+                    &config.base_url,
+                    format!("{e}; expected e.g. {}", provider.default_base_url()),
+                ));
+            }
+        }
+        if config.max_response_bytes < 1_024 {
+            return Err(invalid(
+                "LLM_MAX_RESPONSE_BYTES",
+                &config.max_response_bytes.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        Ok(config)
+    }
+}
+
+fn invalid(name: &str, value: &str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.into(),
+        value: value.into(),
+        reason: reason.to_string(),
     }
 }
 
@@ -125,9 +161,17 @@ impl ScorerConfig {
                 reason: "must be in [0, 1]".into(),
             });
         }
+        let max_retries = env_or("MAX_SCORE_RETRIES", 2)?;
+        if max_retries > MAX_REASKS {
+            return Err(invalid(
+                "MAX_SCORE_RETRIES",
+                &max_retries.to_string(),
+                format!("must be at most {MAX_REASKS}"),
+            ));
+        }
         Ok(Self {
             threshold,
-            max_retries: env_or("MAX_SCORE_RETRIES", 2)?,
+            max_retries,
         })
     }
 }

@@ -38,6 +38,10 @@ pub async fn run_llm(shutdown: CancellationToken) -> anyhow::Result<()> {
     let worker = WorkerConfig::from_env(LLM_ROLE)?;
     let config = LlmConfig::from_env()?;
     let execution = Execution::per_message_from_env(LLM_ROLE, 1024, 0.0, "30s")?;
+    if let Execution::PerMessage { timeout: None, .. } = execution {
+        // A call that never returns would hold its slot, and its partition, for good.
+        anyhow::bail!("LLM_TIMEOUT must be above 0: a call to a provider needs a bound");
+    }
     let provider = Provider::from_config(&config)?;
     let answers = if config.reuse_validated {
         Some(sluice_db::pool::connect_lazy(&DatabaseConfig::from_env()?)?)

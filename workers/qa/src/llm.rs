@@ -1,7 +1,7 @@
 //! The LLM worker's handler: a question in, an answer out (to the scoring stage), or the
 //! failure the provider's response means.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sluice_core::{Cx, ErrorClass, Handler, HandlerError, Job, Outcome, Output};
 use sluice_messages::qa::{self, Answer, Question, Reply};
@@ -9,6 +9,9 @@ use sluice_messages::{Envelope, Topics};
 use sqlx::PgPool;
 
 use crate::provider::Provider;
+
+/// The longest a question waits for the validated-answer look-up before it is asked anyway.
+const LOOKUP_BUDGET: Duration = Duration::from_millis(200);
 
 pub struct LlmHandler {
     topics: Topics,
@@ -34,19 +37,23 @@ impl LlmHandler {
     }
 
     /// A validated answer stored for the same question, when reuse is on. Only first asks:
-    /// a re-ask comes from a low score, so there was none. A database that cannot say is no
-    /// reason to hold the question: it is asked instead.
+    /// a re-ask comes from a low score, so there was none. A database that cannot say within
+    /// [`LOOKUP_BUDGET`] is no reason to hold the question: it is asked instead. (Without the
+    /// bound, a burst of questions queued on the pool's few connections spent the calls'
+    /// whole timeout before any call started.)
     async fn stored_reply(&self, question: &Question) -> Option<Reply> {
         let pool = self.answers.as_ref().filter(|_| question.reasks == 0)?;
-        match sluice_db::qa::validated_reply(pool, &question.question).await {
-            Ok(found) => found.map(|reply| Reply {
+        let lookup = sluice_db::qa::validated_reply(pool, &question.question);
+        match tokio::time::timeout(LOOKUP_BUDGET, lookup).await {
+            Ok(Ok(found)) => found.map(|reply| Reply {
                 reused: true,
                 ..reply
             }),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look up validated answers; asking the LLM");
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot look up validated answers; asking the LLM");
                 None
             }
+            Err(_) => None,
         }
     }
 

@@ -4,13 +4,14 @@
 //! Both texts are cut into words (runs of letters and digits, any script, lowercased); words
 //! that carry no meaning on their own (English and Spanish articles, `of`, `is`, `de`, …) are
 //! dropped. The score is the share of the expected answer's distinct words that appear in the
-//! answer (recall). "Lima" against "The capital of Peru is Lima." scores 1; "Cusco" scores 0;
-//! "Au" against "The chemical symbol for gold is Au" scores 0.25.
+//! answer (recall). Against the expected answer "Lima", the answer "The capital of Peru is
+//! Lima." scores 1 and "Cusco" 0; against "The chemical symbol for gold is Au", the answer "Au"
+//! scores 0.25.
 //!
 //! Recall rather than F1 because LLMs answer in sentences: a correct sentence around a
 //! one-word expected answer would score 0.33 by F1. The price: an answer that lists many
-//! candidates scores high. An expected answer made only of such small words is compared
-//! whole instead.
+//! candidates scores high. An expected answer made only of such small words ("O", oxygen's
+//! symbol, is also Spanish for "or") keeps them all, and so do the answer's.
 
 use std::collections::HashSet;
 
@@ -40,15 +41,17 @@ fn meaningful(words: &[String]) -> HashSet<&str> {
 pub fn score(answer: &str, expected: &str) -> f64 {
     let expected_words = words(expected);
     let answer_words = words(answer);
-    let wanted = meaningful(&expected_words);
+    let (wanted, given) = match meaningful(&expected_words) {
+        small_words_only if small_words_only.is_empty() => (
+            expected_words.iter().map(String::as_str).collect(),
+            answer_words.iter().map(String::as_str).collect(),
+        ),
+        wanted => (wanted, meaningful(&answer_words)),
+    };
     if wanted.is_empty() {
-        return if expected_words == answer_words {
-            1.0
-        } else {
-            0.0
-        };
+        // No word at all ("?!"): nothing to find, nothing found.
+        return 0.0;
     }
-    let given = meaningful(&answer_words);
     let found = wanted.iter().filter(|w| given.contains(*w)).count();
     found as f64 / wanted.len() as f64
 }
@@ -65,6 +68,8 @@ mod tests {
         assert_eq!(score("LIMA!", "lima"), 1.0);
         assert_eq!(score("La capital es Lima", "Lima, Perú"), 0.5);
         assert_eq!(score("Perú", "perú"), 1.0);
+        assert_eq!(score("El símbolo químico del oxígeno es O.", "O"), 1.0);
+        assert_eq!(score("Es H", "O"), 0.0);
     }
 
     #[test]
@@ -82,5 +87,6 @@ mod tests {
         }
         assert_eq!(score("the", "the"), 1.0);
         assert_eq!(score("a", "the"), 0.0);
+        assert_eq!(score("?!", "?!"), 0.0);
     }
 }

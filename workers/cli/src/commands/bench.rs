@@ -138,7 +138,10 @@ async fn measure<P: serde::Serialize>(
     topic: &str,
     message: impl Fn(u64, Uuid) -> (Vec<u8>, Envelope<P>),
 ) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(count > 0, "--{what} must be at least 1");
+    anyhow::ensure!(
+        count > 0,
+        "nothing to measure: the count must be at least 1"
+    );
     let workers = queries::live_workers(&app.pool, Some(role)).await?;
     if workers.is_empty() {
         println!("no {role} is live: start the pipeline first (scripts/run)");
@@ -214,7 +217,14 @@ async fn measure<P: serde::Serialize>(
         .map(|t| (t - started_wall).num_microseconds().unwrap_or(0) as f64 / 1e6)
         .unwrap_or(f64::NAN);
     let (p50, p99) = latencies(app, first, last).await?;
-    println!("rows committed: {rows}/{count}");
+    let dead: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE job_id BETWEEN $1 AND $2 AND status = 'dead'",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_one(&app.pool)
+    .await?;
+    println!("rows committed: {rows}/{count}, of which dead-lettered: {dead}");
     println!("end to end (first publish to last row committed): {seconds:.2}s");
     println!("latency, created to row committed: p50 {p50:.1} ms, p99 {p99:.1} ms");
     print_timeline(app, first, last, started_wall, seconds).await?;
@@ -223,7 +233,7 @@ async fn measure<P: serde::Serialize>(
         "{what}={rows} seconds={seconds:.2} rate={:.0} p50_ms={p50:.1} p99_ms={p99:.1}",
         rows as f64 / seconds
     );
-    Ok(if rows == count {
+    Ok(if rows == count && dead == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

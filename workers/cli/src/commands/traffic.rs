@@ -14,6 +14,7 @@ use anyhow::Context;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
+use sluice_core::limits::MIN_RATE_PER_SEC;
 use sluice_core::Output;
 use sluice_messages::qa::{self, Question};
 use sluice_messages::Envelope;
@@ -149,9 +150,10 @@ struct Counts {
 }
 
 pub async fn run(app: &App, args: TrafficArgs) -> anyhow::Result<std::process::ExitCode> {
+    // Bounded below so that no gap overflows a `Duration` or an `Instant`.
     anyhow::ensure!(
-        args.rate.is_finite() && args.rate > 0.0 && args.rate <= 1e6,
-        "--rate must be above 0 and at most 1,000,000"
+        args.rate.is_finite() && (MIN_RATE_PER_SEC..=1e6).contains(&args.rate),
+        "--rate must be from 1/3600 (one an hour) to 1,000,000"
     );
     let pairs = load(&args.file)?;
     let run_id = args

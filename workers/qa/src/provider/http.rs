@@ -13,7 +13,8 @@ use crate::config::LlmConfig;
 
 /// Longest part of an error body kept in a dead letter's reason.
 const DETAIL_CHARS: usize = 300;
-/// The longest `Retry-After` honoured; beyond it the retry policy's own delays apply.
+/// The longest `Retry-After` taken as it is. (The wait itself is a retry tier: one longer than
+/// the longest tier waits the longest tier.)
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 
 pub struct Http {
@@ -27,6 +28,8 @@ pub struct Http {
 impl Http {
     pub fn new(config: &LlmConfig) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
+            // A redirect could carry the key's header to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
@@ -64,23 +67,24 @@ impl Http {
         let mut response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
-            if body.len() + chunk.len() > self.max_response_bytes {
-                return Err(ProviderError::Malformed(format!(
-                    "response over {} bytes",
-                    self.max_response_bytes
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let (body, unread) = self.read_body(&mut response).await;
         if status.is_success() {
+            if let Some(error) = unread {
+                return Err(error);
+            }
             return serde_json::from_slice(&body)
                 .map_err(|e| ProviderError::Malformed(self.shown(&e.to_string())));
         }
+        // A failure's body is only detail: cut off or too large, what was read of it changes
+        // nothing the status says.
         Err(match status {
             StatusCode::TOO_MANY_REQUESTS => ProviderError::RateLimited { retry_after },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                ProviderError::Unauthorized(status.as_u16())
+            }
+            // Gemini answers a key it does not know with 400 INVALID_ARGUMENT, reason
+            // API_KEY_INVALID: refused credentials all the same.
+            StatusCode::BAD_REQUEST if contains(&body, b"API_KEY_INVALID") => {
                 ProviderError::Unauthorized(status.as_u16())
             }
             StatusCode::NOT_FOUND => ProviderError::NotFound,
@@ -89,11 +93,51 @@ impl Http {
                 message: format!("HTTP {}", s.as_u16()),
                 retry_after,
             },
+            s if s.is_redirection() => ProviderError::Misconfigured(format!(
+                "the provider redirects (HTTP {}); set LLM_BASE_URL to where it points",
+                s.as_u16()
+            )),
             s => ProviderError::Refused {
                 status: s.as_u16(),
                 detail: self.shown(&String::from_utf8_lossy(&body)),
             },
         })
+    }
+
+    /// The body up to the size limit, and why the rest was not read, if it was not. A
+    /// connection that breaks mid-body is a transport failure like any other (reqwest calls
+    /// it a decode error; it is not the provider's JSON).
+    async fn read_body(
+        &self,
+        response: &mut reqwest::Response,
+    ) -> (Vec<u8>, Option<ProviderError>) {
+        let mut body = Vec::new();
+        loop {
+            let error = match response.chunk().await {
+                Ok(None) => return (body, None),
+                Ok(Some(chunk)) if body.len() + chunk.len() > self.max_response_bytes => {
+                    let room = self.max_response_bytes - body.len();
+                    body.extend_from_slice(&chunk[..room]);
+                    ProviderError::Malformed(format!(
+                        "response over {} bytes",
+                        self.max_response_bytes
+                    ))
+                }
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    continue;
+                }
+                Err(e) if e.is_timeout() => ProviderError::Timeout,
+                Err(e) => ProviderError::Unavailable {
+                    message: format!(
+                        "response cut off: {}",
+                        self.shown(&source_chain(&e.without_url()))
+                    ),
+                    retry_after: None,
+                },
+            };
+            return (body, Some(error));
+        }
     }
 
     /// A transport failure: the URL is left out (it names the host, and some APIs put keys
@@ -102,10 +146,12 @@ impl Http {
         if error.is_timeout() {
             return ProviderError::Timeout;
         }
-        let decode = error.is_decode();
+        let builder = error.is_builder();
         let message = self.shown(&source_chain(&error.without_url()));
-        if decode {
-            ProviderError::Malformed(message)
+        if builder {
+            // A URL or header that cannot be sent is the configuration's fault, the same for
+            // every question.
+            ProviderError::Misconfigured(message)
         } else {
             ProviderError::Unavailable {
                 message,
@@ -122,6 +168,10 @@ impl Http {
         };
         text.chars().take(DETAIL_CHARS).collect()
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// An error with its causes, which say what actually failed (refused, reset, DNS).
@@ -153,7 +203,102 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ProviderKind;
     use reqwest::header::HeaderValue;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers one request with `response`, raw, then closes; its URL.
+    async fn answer_once(response: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 64 * 1024];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(&response).await;
+        });
+        url
+    }
+
+    async fn call(
+        response: &str,
+        max_response_bytes: usize,
+    ) -> Result<serde_json::Value, ProviderError> {
+        let url = answer_once(response.as_bytes().to_vec()).await;
+        let http = Http::new(&LlmConfig {
+            provider: ProviderKind::OpenAi,
+            model: "m".into(),
+            base_url: url,
+            api_key: Some(ApiKey::new("k")),
+            stub_latency: Duration::ZERO,
+            stub_answers: None,
+            reuse_validated: false,
+            max_response_bytes,
+        })
+        .unwrap();
+        let request = http.post("/chat", &serde_json::json!({}));
+        http.exchange(request, Some(Duration::from_secs(5))).await
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_off_is_transient_not_malformed() {
+        let cut = "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n{\"choices\": [";
+        assert!(matches!(
+            call(cut, 1 << 20).await,
+            Err(ProviderError::Unavailable { .. })
+        ));
+        let whole = "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\": 1}";
+        assert_eq!(call(whole, 1 << 20).await.unwrap()["a"], 1);
+        let nonsense = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc";
+        assert!(matches!(
+            call(nonsense, 1 << 20).await,
+            Err(ProviderError::Malformed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn statuses_mean_what_they_say_whatever_the_body() {
+        // Bodies over the limit (2,100 bytes below).
+        let padding = " ".repeat(3_000);
+        let gemini_bad_key = format!(
+            "{{\"error\": {{\"code\": 400, \"status\": \"INVALID_ARGUMENT\", \
+             \"details\": [{{\"reason\": \"API_KEY_INVALID\"}}]}},{padding} \"x\": 1}}"
+        );
+        type Expected = fn(&ProviderError) -> bool;
+        let cases: Vec<(String, Expected)> = vec![
+            (
+                format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\n\r\n{gemini_bad_key}",
+                    gemini_bad_key.len()
+                ),
+                |e| matches!(e, ProviderError::Unauthorized(400)),
+            ),
+            (
+                format!(
+                    "HTTP/1.1 429 Too Many\r\nretry-after: 3\r\ncontent-length: {}\r\n\r\n{padding}",
+                    padding.len()
+                ),
+                |e| {
+                    matches!(e, ProviderError::RateLimited { retry_after }
+                        if *retry_after == Some(Duration::from_secs(3)))
+                },
+            ),
+            (
+                "HTTP/1.1 302 Found\r\nlocation: http://elsewhere.invalid/\r\ncontent-length: 0\r\n\r\n"
+                    .to_string(),
+                |e| matches!(e, ProviderError::Misconfigured(_)),
+            ),
+            (
+                "HTTP/1.1 422 Unprocessable\r\ncontent-length: 5\r\n\r\nnope!".to_string(),
+                |e| matches!(e, ProviderError::Refused { status: 422, detail } if detail == "nope!"),
+            ),
+        ];
+        for (response, expected) in cases {
+            // A body over the limit must not turn a failure into a malformed answer.
+            let error = call(&response, 2_100).await.unwrap_err();
+            assert!(expected(&error), "{response:.60}: {error:?}");
+        }
+    }
 
     #[test]
     fn retry_after_is_read_in_seconds_and_bounded() {

@@ -77,6 +77,9 @@ pub enum ProviderError {
     Refused { status: u16, detail: String },
     #[error("malformed response: {0}")]
     Malformed(String),
+    /// Nothing could be sent as configured (a URL or key that is no valid request).
+    #[error("cannot call the provider as configured: {0}")]
+    Misconfigured(String),
 }
 
 impl From<ProviderError> for HandlerError {
@@ -100,7 +103,9 @@ impl From<ProviderError> for HandlerError {
             ProviderError::Unauthorized(_) => {
                 HandlerError::fatal(ErrorClass::Unauthorized, message)
             }
-            ProviderError::NotFound => HandlerError::fatal(ErrorClass::Refused, message),
+            ProviderError::NotFound | ProviderError::Misconfigured(_) => {
+                HandlerError::fatal(ErrorClass::Refused, message)
+            }
             ProviderError::Refused { .. } => HandlerError::permanent(ErrorClass::Refused, message),
             ProviderError::Malformed(_) => {
                 HandlerError::permanent(ErrorClass::BadResponse, message)
