@@ -723,3 +723,39 @@ async fn the_python_example_worker_answers_beside_the_rust_ones() {
     assert!(p.is_running(rust));
     assert_eq!(p.count("SELECT count(*) FROM jobs").await, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gemini_provider_answers_through_the_generative_language_api() {
+    let p = TestPipeline::spawn(Options::no_workers()).await;
+    let (answers, pairs) = dataset(&std::env::temp_dir(), 20);
+    let fake = FakeLlm::start(&["--api-key", KEY, "--answers", answers.to_str().unwrap()]);
+    let base_url = format!("{}/v1beta", fake.url);
+    let llm = p.start_with(
+        "sluice-llm",
+        &[
+            ("LLM_PROVIDER", "gemini"),
+            ("LLM_BASE_URL", &base_url),
+            ("LLM_MODEL", "gemini-test"),
+            ("LLM_API_KEY", KEY),
+        ],
+    );
+    p.start("sluice-scorer");
+    let questions: Vec<Question> = pairs
+        .iter()
+        .map(|(q, a)| Question::new(q.clone(), Some(a.clone())))
+        .collect();
+    publish_questions(&p, &questions).await;
+    p.wait_count(
+        "SELECT count(*) FROM qa_results WHERE status = 'validated' AND provider = 'gemini' \
+         AND model = 'gemini-test' AND prompt_tokens > 0 AND answer_tokens = 1",
+        20,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(fake
+        .calls()
+        .await
+        .iter()
+        .all(|(_, _, status)| *status == 200));
+    assert!(!p.log(llm).contains(KEY));
+}
