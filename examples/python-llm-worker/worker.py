@@ -233,7 +233,10 @@ class Worker:
                 "latency_ms": int((time.monotonic() - task.started) * 1000),
                 "prompt_tokens": len(question["question"].split()), "answer_tokens": len(reply.split()),
                 "worker": self.instance, "reused": False}}}
-        value = json.dumps(answer, ensure_ascii=False).encode()
+        try:  # a question that passed the checks may still hold what no UTF-8 can (a surrogate)
+            value = json.dumps(answer, ensure_ascii=False).encode()
+        except Exception as e:  # noqa: BLE001 - bad input must become a dead letter
+            return self.dead_letter(task, "schema", f"invalid question: {type(e).__name__}")
         task.out = (f"{self.prefix}.qa.answers", task.job_id.encode(), value, None)
         self.publish(task)
 

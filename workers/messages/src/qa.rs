@@ -222,6 +222,14 @@ impl QaOutcome {
             (Verdict::Validated, Some(_), None) => Err("a score needs an expected answer".into()),
         }
         .and_then(|()| {
+            // The question's own bounds, which also keep the run id small enough to index.
+            Question {
+                run_id: self.run_id.clone(),
+                ..Question::new(self.question.clone(), self.expected.clone())
+            }
+            .check()
+        })
+        .and_then(|()| {
             // The view casts asks to `integer`.
             if self.asks == 0 || i32::try_from(self.asks).is_err() {
                 Err(format!("asks must be from 1 to {}", i32::MAX))
@@ -306,6 +314,10 @@ mod tests {
             },
             QaOutcome {
                 asks: u32::MAX,
+                ..outcome.clone()
+            },
+            QaOutcome {
+                run_id: Some("r".repeat(MAX_RUN_ID_BYTES + 1)),
                 ..outcome.clone()
             },
             QaOutcome {

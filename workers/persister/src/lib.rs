@@ -9,7 +9,8 @@
 //! database outage is waited out with exponential backoff; the batch is retried whole, nothing
 //! is skipped. A message that cannot be stored (invalid, or refused by the database as data)
 //! becomes a dead letter row in the same transaction. Only data errors (SQLSTATE classes 22
-//! and 23) count as refused data; every other database error is waited out.
+//! and 23, and 54, a limit such as an index row's size) count as refused data; every other
+//! database error is waited out.
 //!
 //! When partitions are assigned, the persister checks that each stored position still belongs
 //! to the partition's log: beyond the log's end, or with another message than the one applied

@@ -11,7 +11,7 @@ use sluice_core::{ErrorClass, HandlerError, Job};
 use sluice_messages::compute::{PartResult, KIND_PART};
 use sluice_messages::heartbeat::Heartbeat;
 use sluice_messages::kv::{self, KvCommand, KvOp};
-use sluice_messages::qa::{self, QaOutcome, Question};
+use sluice_messages::qa::{self, Answer, QaOutcome, Question};
 use sluice_messages::{header, Envelope, JobResult, Topics};
 use uuid::Uuid;
 
@@ -345,6 +345,16 @@ fn storable(text: &str) -> String {
     text.replace('\0', "\u{fffd}")
 }
 
+/// The question a dead letter of kind `qa` carries, as a question or inside an answer, when it
+/// is one the LLM workers accept: only then is it bounded enough to index (a run id of
+/// kilobytes would exceed an index row and stall the persister).
+fn dead_question(payload: &str) -> Option<Question> {
+    serde_json::from_str::<Question>(payload)
+        .or_else(|_| serde_json::from_str::<Answer>(payload).map(|a| a.question))
+        .ok()
+        .filter(|question| question.check().is_ok())
+}
+
 /// A dead letter is always stored: whatever its payload, the headers say why it died.
 pub fn parse_dead_letter(job: &Job) -> DeadLetterRow {
     #[derive(Deserialize)]
@@ -371,7 +381,7 @@ pub fn parse_dead_letter(job: &Job) -> DeadLetterRow {
         .as_ref()
         .filter(|h| h.kind == qa::KIND)
         .and_then(|h| h.payload.as_ref())
-        .and_then(|p| serde_json::from_str::<Question>(p.get()).ok())
+        .and_then(|p| dead_question(p.get()))
         .and_then(|question| serde_json::to_string(&question).ok())
         // Written back from its type, the question is JSON PostgreSQL stores, but for NUL.
         .filter(|json| !json.contains("\\u0000"));

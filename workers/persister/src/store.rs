@@ -26,7 +26,13 @@ pub fn is_refused_data(error: &StoreError) -> bool {
     match error {
         StoreError::Database(sqlx::Error::Database(db)) => db
             .code()
-            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+            // 22 data exception, 23 integrity constraint, 54 program limit exceeded (an index
+            // row too large): the same rows fail the same way however often they are retried.
+            .is_some_and(|code| {
+                ["22", "23", "54"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+            }),
         _ => false,
     }
 }

@@ -115,11 +115,16 @@ impl LlmConfig {
             max_response_bytes: env_or("LLM_MAX_RESPONSE_BYTES", 1 << 20)?,
         };
         if provider != ProviderKind::Stub {
-            if let Err(e) = reqwest::Url::parse(&config.base_url) {
+            let scheme = reqwest::Url::parse(&config.base_url).map(|url| url.scheme().to_string());
+            if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+                // Not the value: a URL may carry credentials.
                 return Err(invalid(
                     "LLM_BASE_URL",
-                    &config.base_url,
-                    format!("{e}; expected e.g. {}", provider.default_base_url()),
+                    "(not shown)",
+                    format!(
+                        "must be an http:// or https:// URL, e.g. {}",
+                        provider.default_base_url()
+                    ),
                 ));
             }
         }

@@ -44,7 +44,12 @@ pub async fn run_llm(shutdown: CancellationToken) -> anyhow::Result<()> {
     }
     let provider = Provider::from_config(&config)?;
     let answers = if config.reuse_validated {
-        Some(sluice_db::pool::connect_lazy(&DatabaseConfig::from_env()?)?)
+        let pool = sluice_db::pool::connect_lazy(&DatabaseConfig::from_env()?)?;
+        // Connected before the first question, whose look-up has a budget a first connection
+        // may not fit in.
+        let warm = pool.clone();
+        tokio::spawn(async move { drop(warm.acquire().await) });
+        Some(pool)
     } else {
         None
     };

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use crate::provider::Provider;
 
 /// The longest a question waits for the validated-answer look-up before it is asked anyway.
-const LOOKUP_BUDGET: Duration = Duration::from_millis(200);
+const LOOKUP_BUDGET: Duration = Duration::from_millis(500);
 
 pub struct LlmHandler {
     topics: Topics,

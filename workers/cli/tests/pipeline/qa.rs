@@ -602,6 +602,21 @@ async fn bad_questions_are_dead_lettered_and_the_worker_keeps_answering() {
         ))
         .unwrap(),
     ];
+    // A run id far over its limit: the question is refused, and its dead letter must not
+    // put the run id where it would be indexed (an index row holds at most 2,704 bytes).
+    let long_run = Question {
+        run_id: Some(
+            (0..300)
+                .map(|_| Uuid::new_v4().simple().to_string())
+                .collect(),
+        ),
+        ..Question::new("x?", None)
+    };
+    let bad = [
+        bad,
+        vec![serde_json::to_vec(&Envelope::new(KIND, long_run)).unwrap()],
+    ]
+    .concat();
     for (i, payload) in bad.into_iter().enumerate() {
         p.publish_raw(&topic, &format!("bad-{i}"), payload).await;
     }
@@ -641,7 +656,7 @@ async fn bad_questions_are_dead_lettered_and_the_worker_keeps_answering() {
     let good = publish_questions(&p, &[Question::new("Still there?", None)]).await;
     p.wait_count(
         "SELECT count(*) FROM dead_letters WHERE error_class = 'schema'",
-        8,
+        9,
         Duration::from_secs(30),
     )
     .await;

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{ApiKey, ProviderError};
-use crate::config::LlmConfig;
+use crate::config::{LlmConfig, ProviderKind};
 
 /// Longest part of an error body kept in a dead letter's reason.
 const DETAIL_CHARS: usize = 300;
@@ -18,6 +18,7 @@ const DETAIL_CHARS: usize = 300;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 
 pub struct Http {
+    provider: ProviderKind,
     client: reqwest::Client,
     base_url: String,
     pub model: String,
@@ -34,6 +35,7 @@ impl Http {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
         Ok(Self {
+            provider: config.provider,
             client,
             base_url: config.base_url.clone(),
             model: config.model.clone(),
@@ -84,7 +86,9 @@ impl Http {
             }
             // Gemini answers a key it does not know with 400 INVALID_ARGUMENT, reason
             // API_KEY_INVALID: refused credentials all the same.
-            StatusCode::BAD_REQUEST if contains(&body, b"API_KEY_INVALID") => {
+            StatusCode::BAD_REQUEST
+                if self.provider == ProviderKind::Gemini && gemini_key_invalid(&body) =>
+            {
                 ProviderError::Unauthorized(status.as_u16())
             }
             StatusCode::NOT_FOUND => ProviderError::NotFound,
@@ -170,8 +174,29 @@ impl Http {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Whether a Gemini error body gives the reason `API_KEY_INVALID` (its `error.details`), read
+/// as JSON: a question quoted back in an error must not pass for refused credentials.
+fn gemini_key_invalid(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Error,
+    }
+    #[derive(serde::Deserialize)]
+    struct Error {
+        #[serde(default)]
+        details: Vec<Detail>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        reason: Option<String>,
+    }
+    serde_json::from_slice::<Body>(body).is_ok_and(|b| {
+        b.error
+            .details
+            .iter()
+            .any(|d| d.reason.as_deref() == Some("API_KEY_INVALID"))
+    })
 }
 
 /// An error with its causes, which say what actually failed (refused, reset, DNS).
@@ -203,7 +228,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderKind;
     use reqwest::header::HeaderValue;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -224,9 +248,17 @@ mod tests {
         response: &str,
         max_response_bytes: usize,
     ) -> Result<serde_json::Value, ProviderError> {
+        call_as(ProviderKind::Gemini, response, max_response_bytes).await
+    }
+
+    async fn call_as(
+        provider: ProviderKind,
+        response: &str,
+        max_response_bytes: usize,
+    ) -> Result<serde_json::Value, ProviderError> {
         let url = answer_once(response.as_bytes().to_vec()).await;
         let http = Http::new(&LlmConfig {
-            provider: ProviderKind::OpenAi,
+            provider,
             model: "m".into(),
             base_url: url,
             api_key: Some(ApiKey::new("k")),
@@ -261,8 +293,8 @@ mod tests {
         // Bodies over the limit (2,100 bytes below).
         let padding = " ".repeat(3_000);
         let gemini_bad_key = format!(
-            "{{\"error\": {{\"code\": 400, \"status\": \"INVALID_ARGUMENT\", \
-             \"details\": [{{\"reason\": \"API_KEY_INVALID\"}}]}},{padding} \"x\": 1}}"
+            "{{\"error\": {{\"code\": 400, \"status\": \"INVALID_ARGUMENT\", {padding} \
+             \"details\": [{{\"reason\": \"API_KEY_INVALID\"}}]}}}}"
         );
         type Expected = fn(&ProviderError) -> bool;
         let cases: Vec<(String, Expected)> = vec![
@@ -295,9 +327,37 @@ mod tests {
         ];
         for (response, expected) in cases {
             // A body over the limit must not turn a failure into a malformed answer.
-            let error = call(&response, 2_100).await.unwrap_err();
+            let error = call(&response, 4_000).await.unwrap_err();
             assert!(expected(&error), "{response:.60}: {error:?}");
         }
+        // Over the limit, a failure keeps what its status says.
+        let limited = format!(
+            "HTTP/1.1 429 Too Many\r\ncontent-length: {}\r\n\r\n{padding}",
+            padding.len()
+        );
+        assert!(matches!(
+            call(&limited, 1_024).await,
+            Err(ProviderError::RateLimited { .. })
+        ));
+        // Only Gemini's own error says a key is invalid, read as JSON: another server quoting
+        // a question back is refusing the question.
+        let quoted = "{\"error\": \"cannot answer: API_KEY_INVALID\"}";
+        let response = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\n\r\n{quoted}",
+            quoted.len()
+        );
+        assert!(matches!(
+            call(&response, 4_000).await,
+            Err(ProviderError::Refused { status: 400, .. })
+        ));
+        let response = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\n\r\n{gemini_bad_key}",
+            gemini_bad_key.len()
+        );
+        assert!(matches!(
+            call_as(ProviderKind::OpenAi, &response, 4_000).await,
+            Err(ProviderError::Refused { status: 400, .. })
+        ));
     }
 
     #[test]
