@@ -95,13 +95,19 @@ impl Config {
     }
 }
 
+/// The configuration `args` give, for tests.
+#[cfg(test)]
+pub(crate) fn parsed(args: &[&str]) -> Config {
+    Config::try_parse_from(std::iter::once("sluice-fake-llm").chain(args.iter().copied()))
+        .expect("the arguments parse")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn config(args: &[&str]) -> Config {
-        Config::try_parse_from(std::iter::once("sluice-fake-llm").chain(args.iter().copied()))
-            .expect("the arguments parse")
+        parsed(args)
     }
 
     #[test]

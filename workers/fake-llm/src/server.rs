@@ -295,12 +295,7 @@ fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    fn config(args: &[&str]) -> Config {
-        Config::try_parse_from(std::iter::once("sluice-fake-llm").chain(args.iter().copied()))
-            .expect("the arguments parse")
-    }
+    use crate::config::parsed as config;
 
     #[test]
     fn failure_shares_split_one_draw_in_order() {

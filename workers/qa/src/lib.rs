@@ -21,16 +21,33 @@ pub mod provider;
 pub mod scorer;
 pub mod similarity;
 
+use serde::de::DeserializeOwned;
 use sluice_core::config::WorkerConfig;
-use sluice_core::{Execution, Stage, StageContext};
+use sluice_core::{ErrorClass, Execution, HandlerError, Job, Stage, StageContext};
 use sluice_db::DatabaseConfig;
 use sluice_messages::qa::{LLM_ROLE, SCORER_ROLE};
+use sluice_messages::Envelope;
 use tokio_util::sync::CancellationToken;
 
 use config::{LlmConfig, ScorerConfig};
 use llm::LlmHandler;
 use provider::Provider;
 use scorer::ScorerHandler;
+
+/// A message of kind `qa` carrying a `P` (`what` names it in the error), or the schema error
+/// that dead-letters it.
+fn decode<P: DeserializeOwned>(job: &Job, what: &str) -> Result<Envelope<P>, HandlerError> {
+    let envelope: Envelope<P> = serde_json::from_slice(&job.payload)
+        .map_err(|e| HandlerError::permanent(ErrorClass::Schema, format!("invalid {what}: {e}")))?;
+    if envelope.kind != sluice_messages::qa::KIND {
+        let shown: String = envelope.kind.chars().take(40).collect();
+        return Err(HandlerError::permanent(
+            ErrorClass::Schema,
+            format!("kind is {shown:?}, not {:?}", sluice_messages::qa::KIND),
+        ));
+    }
+    Ok(envelope)
+}
 
 /// Runs an LLM worker until `shutdown` fires: every question on its own, up to `LLM_IN_FLIGHT`
 /// at once and `LLM_RATE_LIMIT` started a second, each given up after `LLM_TIMEOUT`.

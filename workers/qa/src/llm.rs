@@ -78,16 +78,7 @@ impl LlmHandler {
 
 impl Handler for LlmHandler {
     async fn handle(&self, job: &Job, cx: &Cx) -> Outcome {
-        let envelope: Envelope<Question> = serde_json::from_slice(&job.payload).map_err(|e| {
-            HandlerError::permanent(ErrorClass::Schema, format!("invalid question: {e}"))
-        })?;
-        if envelope.kind != qa::KIND {
-            let shown: String = envelope.kind.chars().take(40).collect();
-            return Err(HandlerError::permanent(
-                ErrorClass::Schema,
-                format!("kind is {shown:?}, not {:?}", qa::KIND),
-            ));
-        }
+        let envelope: Envelope<Question> = crate::decode(job, "question")?;
         let question = envelope.payload;
         question
             .check()

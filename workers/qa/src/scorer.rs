@@ -69,16 +69,7 @@ impl ScorerHandler {
 
 impl Handler for ScorerHandler {
     async fn handle(&self, job: &Job, _cx: &Cx) -> Outcome {
-        let envelope: Envelope<Answer> = serde_json::from_slice(&job.payload).map_err(|e| {
-            HandlerError::permanent(ErrorClass::Schema, format!("invalid answer: {e}"))
-        })?;
-        if envelope.kind != qa::KIND {
-            let shown: String = envelope.kind.chars().take(40).collect();
-            return Err(HandlerError::permanent(
-                ErrorClass::Schema,
-                format!("kind is {shown:?}, not {:?}", qa::KIND),
-            ));
-        }
+        let envelope: Envelope<Answer> = crate::decode(job, "answer")?;
         envelope
             .payload
             .check()
