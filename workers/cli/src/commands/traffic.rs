@@ -147,6 +147,8 @@ impl Schedule {
 struct Counts {
     sent: AtomicU64,
     errors: AtomicU64,
+    /// What the first failed publish said, for the summary.
+    first_error: std::sync::Mutex<Option<String>>,
 }
 
 pub async fn run(app: &App, args: TrafficArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -235,8 +237,14 @@ pub async fn run(app: &App, args: TrafficArgs) -> anyhow::Result<std::process::E
         let (publisher, counts) = (publisher.clone(), counts.clone());
         tokio::spawn(async move {
             match publisher.try_publish(&output).await {
-                Ok(_) => counts.sent.fetch_add(1, Ordering::Relaxed),
-                Err(_) => counts.errors.fetch_add(1, Ordering::Relaxed),
+                Ok(_) => {
+                    counts.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    counts.errors.fetch_add(1, Ordering::Relaxed);
+                    let mut first = counts.first_error.lock().expect("not poisoned");
+                    first.get_or_insert_with(|| e.to_string());
+                }
             };
             drop(slot);
         });
@@ -245,12 +253,15 @@ pub async fn run(app: &App, args: TrafficArgs) -> anyhow::Result<std::process::E
     }
     // Every publish acknowledged or failed.
     let _all = slots.acquire_many(IN_FLIGHT as u32).await?;
-    progress.finish();
+    progress.finish(queued, skipped, started.elapsed());
     let seconds = started.elapsed().as_secs_f64();
     let sent = counts.sent.load(Ordering::Relaxed);
     let errors = counts.errors.load(Ordering::Relaxed);
     if interrupted {
         eprintln!("interrupted");
+    }
+    if let Some(error) = counts.first_error.lock().expect("not poisoned").as_ref() {
+        eprintln!("{errors} publish(es) failed; the first: {error} (is the pipeline running?)");
     }
     println!(
         "sent={sent} skipped={skipped} errors={errors} seconds={seconds:.2} rate={:.1} run_id={run_id}",
@@ -307,8 +318,10 @@ impl Progress {
         let _ = std::io::stderr().flush();
     }
 
-    fn finish(&self) {
-        if self.enabled && self.drawn.is_some() {
+    /// Draws the final state, then ends the line.
+    fn finish(&mut self, queued: u64, skipped: u64, elapsed: Duration) {
+        if self.enabled && self.drawn.take().is_some() {
+            self.show(queued, skipped, elapsed);
             eprintln!();
         }
     }
