@@ -7,4 +7,5 @@
 #   docker build -f docker/prebuilt.Dockerfile -t sluice DIR
 ARG RUNTIME_BASE=sluice-runtime-base
 FROM ${RUNTIME_BASE}
-COPY sluice sluice-persister sluice-retry sluice-compute sluice-llm sluice-scorer /usr/local/bin/
+COPY sluice sluice-persister sluice-retry sluice-compute sluice-llm sluice-scorer sluice-ml \
+     /usr/local/bin/

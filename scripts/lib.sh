@@ -61,6 +61,19 @@ ensure_python_worker() {
   SLUICE_PYTHON=$venv/bin/python
 }
 
+# ensure_sklearn: a Python with scikit-learn (for `scripts/bench ml --train`'s reference fit
+# times), in a virtual environment made once; sets SLUICE_SKLEARN_PYTHON.
+ensure_sklearn() {
+  local venv=${SLUICE_SKLEARN_VENV:-$HOME/.cache/sluice/sklearn}
+  if ! "$venv/bin/python" -c 'import sklearn' 2>/dev/null; then
+    log "installing scikit-learn in $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check scikit-learn
+  fi
+  SLUICE_SKLEARN_PYTHON=$venv/bin/python
+}
+
 # wait_port PORT SECONDS: waits until something listens on 127.0.0.1:PORT.
 wait_port() {
   local port=$1 deadline=$((SECONDS + $2))

@@ -1,6 +1,7 @@
 //! The `sluice` command line: publish compute jobs and wait for their persisted answers,
 //! inspect jobs, workers and dead letters, replay dead letters, use the key-value store, ask
-//! questions and generate question traffic, and benchmark the pipeline.
+//! questions and generate question traffic, train models and predict, and benchmark the
+//! pipeline.
 
 pub mod app;
 pub mod commands;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
-use commands::{bench, calc, dlq, job, kv, qa, traffic, workers};
+use commands::{bench, calc, dlq, job, kv, ml, qa, traffic, workers};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: qa::QaCommand,
     },
+    /// Machine learning: train, predict, models.
+    Ml {
+        #[command(subcommand)]
+        command: ml::MlCommand,
+    },
     /// Publish questions from a dataset at a rate (Poisson, bursty or uniform arrivals).
     Traffic(traffic::TrafficArgs),
     /// Measure the running pipeline.
@@ -75,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq { command } => dlq::run(&app, command).await,
         Command::Kv { command } => kv::run(&app, command).await,
         Command::Qa { command } => qa::run(&app, command).await,
+        Command::Ml { command } => ml::run(&app, command).await,
         Command::Traffic(args) => traffic::run(&app, args).await,
         Command::Bench { command } => bench::run(&app, command).await,
     }

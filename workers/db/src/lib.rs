@@ -7,11 +7,13 @@
 //! - [`dead_letters`]: listing dead letters, and claiming each for exactly one replay.
 //! - [`kv`]: the key-value store's table, read and rebuilt.
 //! - [`qa`]: questions' outcomes, and whether a question has a validated answer already.
+//! - [`ml`]: the model registry.
 //! - [`notify`]: what a notification on [`JOBS_CHANNEL`] says.
 //! - [`waiter`]: the [`JobWaiter`], one listening connection for every job awaited in a process.
 
 pub mod dead_letters;
 pub mod kv;
+pub mod ml;
 pub mod notify;
 pub mod pool;
 pub mod qa;

@@ -10,12 +10,14 @@
 //! - [`compute`]: the calculator's requests, answers and sum_squares parts (seed 002).
 //! - [`kv`]: the key-value store's updates and applied changes (seed 000).
 //! - [`qa`]: questions, LLM answers and scored outcomes (seeds 003 and 004).
+//! - [`ml`]: training jobs, prediction requests and their answers (seeds 000 and 001).
 
 pub mod compute;
 pub mod envelope;
 pub mod header;
 pub mod heartbeat;
 pub mod kv;
+pub mod ml;
 pub mod qa;
 pub mod topics;
 

@@ -90,10 +90,26 @@ impl Topics {
         self.name("qa.answers")
     }
 
+    /// Training jobs for the ML workers, keyed by job id.
+    pub fn ml_train(&self) -> String {
+        self.name("ml.train")
+    }
+
+    /// Prediction requests for the ML workers, keyed by job id.
+    pub fn ml_predict(&self) -> String {
+        self.name("ml.predict")
+    }
+
     /// The topics producers publish work to, and so the only ones a dead letter may be replayed
     /// to.
     pub fn job_inputs(&self) -> Vec<String> {
-        vec![self.compute_jobs(), self.kv_updates(), self.qa_questions()]
+        vec![
+            self.compute_jobs(),
+            self.kv_updates(),
+            self.qa_questions(),
+            self.ml_train(),
+            self.ml_predict(),
+        ]
     }
 
     /// The settings `topic` is created with beyond the broker's defaults: the KV store's

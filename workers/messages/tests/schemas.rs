@@ -2,11 +2,14 @@
 //! - every message the types write (all optional fields set, and minimal ones) is valid;
 //! - on hand-written documents, the schema's verdict is the one the topic's consumer reaches by
 //!   decoding with the Rust type, checking the envelope kind, and calling `check()` where the
-//!   type has one. Documents the schema cannot judge the same way are left out and the
-//!   difference is said in the schema's description: byte lengths, a value's size or numbers
-//!   beyond PostgreSQL's range, relaxed date forms chrono also reads, whole numbers written
-//!   `1.0` or `1e0` (JSON Schema integers, refused by serde), and a struct written as a JSON
-//!   array of its fields (which serde also reads).
+//!   type has one. The ML types have none: for them the consumer's rules are the ML worker's
+//!   (`check_model_name`, a known task, a registry version from 1, and the data object's shape,
+//!   its members and their JSON types, as the ML schemas describe it: see `data_shape`).
+//!   Documents the schema cannot judge the same way are left out and the difference is said in
+//!   the schema's description: byte lengths, a value's size or numbers beyond PostgreSQL's (or
+//!   a 64-bit float's) range, relaxed date forms chrono also reads, whole numbers written `1.0`
+//!   or `1e0` (JSON Schema integers, refused by serde), a struct written as a JSON array of its
+//!   fields (which serde also reads), and the ML data's contents, which only the model judges.
 //!
 //! Every topic of [`Topics::all`] but the retry tiers must have a schema here.
 
@@ -19,7 +22,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
-use serde_json::{json, Number, Value};
+use serde_json::{json, Map, Number, Value};
 use uuid::Uuid;
 
 use sluice_messages::compute::{
@@ -27,6 +30,9 @@ use sluice_messages::compute::{
 };
 use sluice_messages::heartbeat::{Heartbeat, WorkerState};
 use sluice_messages::kv::{self, KvChange, KvCommand};
+use sluice_messages::ml::{
+    self, Failed, Metric, PredictOutput, PredictRequest, TrainOutput, TrainRequest,
+};
 use sluice_messages::qa::{self, Answer, QaOutcome, Question, Reply, ScoredReply, Verdict};
 use sluice_messages::{header, Envelope, JobResult, Topics};
 
@@ -43,6 +49,8 @@ const TOPICS: &[(&str, Decode)] = &[
     ("kv.state", decode_kv_change),
     ("qa.questions", decode_question),
     ("qa.answers", decode_answer),
+    ("ml.train", decode_training_job),
+    ("ml.predict", decode_prediction_request),
 ];
 
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -94,7 +102,7 @@ fn kind_is(kind: &str, wanted: &str) -> Result<(), String> {
 }
 
 // The consumers' decoding, as the compute worker, the persister, the KV applier, `sluice kv`,
-// the LLM worker and the scoring stage do it.
+// the LLM worker, the scoring stage and the ML worker do it.
 
 fn decode_compute_job(text: &str) -> Result<(), String> {
     let envelope: Envelope = de(text)?;
@@ -112,10 +120,10 @@ fn decode_result(text: &str) -> Result<(), String> {
     }
     /// What the persister reads of every kind's answer.
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     struct Common {
         ok: bool,
         #[serde(default)]
+        #[allow(dead_code)]
         error: Option<String>,
     }
     if de::<Head>(text)?.kind == KIND_PART {
@@ -126,12 +134,35 @@ fn decode_result(text: &str) -> Result<(), String> {
     if !answer.starts_with('{') {
         return Err("the answer must be a JSON object".into());
     }
-    de::<Common>(answer)?;
+    let common: Common = de(answer)?;
     match result.kind.as_str() {
         KIND_JOB => de::<CalcOutput>(answer).map(drop),
         qa::KIND => de::<QaOutcome>(answer)?.check(),
+        // What `sluice ml train` and `sluice ml predict` read of a job's row: the error of a
+        // failed job, else the answer.
+        ml::KIND_TRAIN | ml::KIND_PREDICT if !common.ok => de::<Failed>(answer).map(drop),
+        ml::KIND_TRAIN => check_trained(&de(answer)?),
+        ml::KIND_PREDICT => check_predicted(&de(answer)?),
         _ => Ok(()),
     }
+}
+
+/// What the training stage writes and the registry holds, beyond the type (which takes any
+/// string and any i32): `status` is always `trained`, and the model's name, version and task
+/// are those of an `ml_models` row.
+fn check_trained(output: &TrainOutput) -> Result<(), String> {
+    if output.status != "trained" {
+        return Err(format!("status {:?}, not \"trained\"", output.status));
+    }
+    ml::check_model_name(&output.model)?;
+    check_version(output.version)?;
+    check_task(Some(&output.task))
+}
+
+/// What the prediction stage writes: the name and version of a model in the registry.
+fn check_predicted(output: &PredictOutput) -> Result<(), String> {
+    ml::check_model_name(&output.model)?;
+    check_version(output.version)
 }
 
 /// A dead letter is whatever failed: the persister stores every one.
@@ -163,6 +194,101 @@ fn decode_answer(text: &str) -> Result<(), String> {
     let envelope: Envelope<Answer> = de(text)?;
     kind_is(&envelope.kind, qa::KIND)?;
     envelope.payload.check()
+}
+
+// The ML worker takes any envelope of its kind; a payload that is not a request, or whose
+// request it refuses, is answered as a failed job rather than dead-lettered. A document is
+// valid here when the job gets trained (or predicted) as far as the message can tell.
+
+fn decode_training_job(text: &str) -> Result<(), String> {
+    let envelope: Envelope = de(text)?;
+    kind_is(&envelope.kind, ml::KIND_TRAIN)?;
+    let request: TrainRequest = de(envelope.payload.get())?;
+    ml::check_model_name(request.model_name())?;
+    check_task(request.task.as_deref())?;
+    data_shape(request.data.get(), Use::Training)
+}
+
+fn decode_prediction_request(text: &str) -> Result<(), String> {
+    let envelope: Envelope = de(text)?;
+    kind_is(&envelope.kind, ml::KIND_PREDICT)?;
+    let request: PredictRequest = de(envelope.payload.get())?;
+    ml::check_model_name(&request.model)?;
+    if let Some(version) = request.version {
+        check_version(version)?;
+    }
+    data_shape(request.data.get(), Use::Prediction)
+}
+
+/// The fit's rule on a training job's task (none: inferred from the target).
+fn check_task(task: Option<&str>) -> Result<(), String> {
+    match task {
+        None | Some("classification" | "regression") => Ok(()),
+        Some(other) => Err(format!(
+            "task {other:?} is neither classification nor regression"
+        )),
+    }
+}
+
+/// The registry numbers a name's versions from 1 (`ml_models` checks `version > 0`): a lower
+/// one is no model's.
+fn check_version(version: i32) -> Result<(), String> {
+    if version >= 1 {
+        Ok(())
+    } else {
+        Err(format!("model versions count from 1, not {version}"))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Use {
+    Training,
+    Prediction,
+}
+
+/// The data object's shape, as the ML schemas describe it: a matrix (`X`, rows of numbers, with
+/// `y`, an array of targets, for training; `y` ignored, whatever it is, for a prediction) or
+/// records (`records`, objects, with `target`, a string, for training; `target` ignored for a
+/// prediction), and no other member. The model reads the same shapes, then judges the contents
+/// (at least one row, rows all as wide, y as long as X, each record's target, the values):
+/// documents that differ only there are left out. One difference is chosen: a member here is
+/// written or left out, while the model's training reader also takes a null member as absent
+/// (its prediction reader does not), and the schema refuses that as this does.
+fn data_shape(text: &str, used: Use) -> Result<(), String> {
+    let data: Map<String, Value> = de(text)?;
+    if let Some(other) = data
+        .keys()
+        .find(|key| !["X", "y", "records", "target"].contains(&key.as_str()))
+    {
+        return Err(format!("unknown data member {other:?}"));
+    }
+    let has = |key: &str| data.contains_key(key);
+    let rows = |key: &str, row: fn(&Value) -> bool| match data.get(key) {
+        Some(Value::Array(rows)) if rows.iter().all(row) => Ok(()),
+        _ => Err(format!("{key} is not an array of rows")),
+    };
+    let numbers: fn(&Value) -> bool = |row| {
+        row.as_array()
+            .is_some_and(|cells| cells.iter().all(Value::is_number))
+    };
+    let training = used == Use::Training;
+    if has("X") && !has("records") && !has("target") {
+        rows("X", numbers)?;
+        match data.get("y") {
+            Some(Value::Array(_)) => Ok(()),
+            _ if !training => Ok(()),
+            _ => Err("matrix data needs y, an array of targets".into()),
+        }
+    } else if has("records") && !has("X") && !has("y") {
+        rows("records", Value::is_object)?;
+        match data.get("target") {
+            Some(Value::String(_)) => Ok(()),
+            _ if !training => Ok(()),
+            _ => Err("records need target, the name of a field".into()),
+        }
+    } else {
+        Err("expected a matrix (X) or records, and not both".into())
+    }
 }
 
 #[test]
@@ -334,7 +460,7 @@ fn written() -> Vec<(&'static str, &'static str, String)> {
         version: "0.1.0".into(),
         at: Utc::now(),
     };
-    vec![
+    let mut messages = vec![
         (
             "compute.jobs",
             "add",
@@ -580,6 +706,181 @@ fn written() -> Vec<(&'static str, &'static str, String)> {
                     reply: minimal_reply(),
                     attempts: 1,
                 },
+            )),
+        ),
+    ];
+    messages.extend(ml_written());
+    messages
+}
+
+/// The ML workers' messages as the Rust types write them.
+fn ml_written() -> Vec<(&'static str, &'static str, String)> {
+    let records = r#"{"records": [{"rooms": 3, "city": "Lima", "garden": null, "sold": true},
+        {"rooms": 1.5, "city": "Cusco", "garden": false, "sold": false}], "target": "sold"}"#;
+    let matrix = r#"{"X": [[1.0, 1.0], [9, -9.5e3]], "y": [0.0, 1]}"#;
+    let params = json!({"C": 1.5, "kernel": "rbf", "seed": null});
+    let trained = TrainOutput {
+        ok: true,
+        status: "trained".into(),
+        model: "a".repeat(ml::MAX_NAME_BYTES),
+        version: i32::MAX,
+        algorithm: "auto".into(),
+        task: "classification".into(),
+        rows: u64::MAX,
+        training_ms: u64::MAX,
+        metric: Metric {
+            name: "accuracy".into(),
+            value: 0.97,
+            on: "cross-validation".into(),
+        },
+        leaderboard: Some(json!([{"algorithm": "svm", "value": 0.97}, {"algorithm": "knn"}])),
+    };
+    vec![
+        (
+            "ml.train",
+            "every field",
+            text(&envelope(
+                ml::KIND_TRAIN,
+                TrainRequest {
+                    algorithm: "svm".into(),
+                    name: Some("listings-v2.1_A".into()),
+                    task: Some("classification".into()),
+                    params: params.as_object().unwrap().clone(),
+                    data: raw(records),
+                },
+            )),
+        ),
+        (
+            "ml.train",
+            "minimal",
+            text(&envelope(
+                ml::KIND_TRAIN,
+                TrainRequest {
+                    algorithm: "svm".into(),
+                    name: None,
+                    task: None,
+                    params: Map::new(),
+                    data: raw(matrix),
+                },
+            )),
+        ),
+        (
+            "ml.train",
+            "longest name, a regression",
+            text(&envelope(
+                ml::KIND_TRAIN,
+                TrainRequest {
+                    algorithm: "linear_regression".into(),
+                    name: Some("a".repeat(ml::MAX_NAME_BYTES)),
+                    task: Some("regression".into()),
+                    params: Map::new(),
+                    data: raw(r#"{"X": [[1.0], [2.0]], "y": [2.0, 4.0]}"#),
+                },
+            )),
+        ),
+        (
+            "ml.predict",
+            "every field",
+            text(&envelope(
+                ml::KIND_PREDICT,
+                PredictRequest {
+                    model: "listings-v2.1_A".into(),
+                    version: Some(i32::MAX),
+                    data: raw(records),
+                },
+            )),
+        ),
+        (
+            "ml.predict",
+            "minimal",
+            text(&envelope(
+                ml::KIND_PREDICT,
+                PredictRequest {
+                    model: "svm".into(),
+                    version: None,
+                    data: raw(r#"{"X": [[4.0, 4.0], [10, 1e-3]]}"#),
+                },
+            )),
+        ),
+        (
+            "ml.predict",
+            "first version, records",
+            text(&envelope(
+                ml::KIND_PREDICT,
+                PredictRequest {
+                    model: "a".repeat(ml::MAX_NAME_BYTES),
+                    version: Some(1),
+                    data: raw(r#"{"records": [{"rooms": 3, "city": "Lima"}]}"#),
+                },
+            )),
+        ),
+        (
+            "results",
+            "trained, every field",
+            text(&job_result(ml::KIND_TRAIN, &trained)),
+        ),
+        (
+            "results",
+            "trained, minimal",
+            text(&job_result(
+                ml::KIND_TRAIN,
+                &TrainOutput {
+                    model: "svm".into(),
+                    version: 1,
+                    algorithm: "svm".into(),
+                    task: "regression".into(),
+                    rows: 0,
+                    training_ms: 0,
+                    metric: Metric {
+                        name: "r2".into(),
+                        value: -1e300,
+                        on: "training".into(),
+                    },
+                    leaderboard: None,
+                    ..trained.clone()
+                },
+            )),
+        ),
+        (
+            "results",
+            "training failed",
+            text(&job_result(
+                ml::KIND_TRAIN,
+                &Failed::new("unknown algorithm \"x\"; one of svm, auto"),
+            )),
+        ),
+        (
+            "results",
+            "predicted, every field",
+            text(&job_result(
+                ml::KIND_PREDICT,
+                &PredictOutput {
+                    ok: true,
+                    model: "a".repeat(ml::MAX_NAME_BYTES),
+                    version: i32::MAX,
+                    predictions: vec![json!(0.0), json!(true), json!("sold"), json!(-1.5e300)],
+                },
+            )),
+        ),
+        (
+            "results",
+            "predicted, minimal",
+            text(&job_result(
+                ml::KIND_PREDICT,
+                &PredictOutput {
+                    ok: true,
+                    model: "svm".into(),
+                    version: 1,
+                    predictions: Vec::new(),
+                },
+            )),
+        ),
+        (
+            "results",
+            "prediction failed",
+            text(&job_result(
+                ml::KIND_PREDICT,
+                &Failed::new("unknown model \"svm\""),
             )),
         ),
     ]
@@ -1128,6 +1429,186 @@ fn result_docs() -> Vec<Doc> {
         ),
         invalid("null", "null"),
     ]
+    .into_iter()
+    .chain(ml_result_docs(base))
+    .collect()
+}
+
+fn ml_result_docs(base: &str) -> Vec<Doc> {
+    let output = r#"{"ok": true, "status": "trained", "model": "svm", "version": 1,
+        "algorithm": "svm", "task": "classification", "rows": 6, "training_ms": 3,
+        "metric": {"name": "accuracy", "value": 1.0, "on": "training"}}"#;
+    let trained = &set(base, &[("/kind", r#""ml.train""#), ("/result", output)]);
+    let prediction = r#"{"ok": true, "model": "svm", "version": 1, "predictions": [0.0, 1.0]}"#;
+    let predicted = &set(
+        base,
+        &[("/kind", r#""ml.predict""#), ("/result", prediction)],
+    );
+    let failed = r#"{"ok": false, "error": "X has 2 rows but y has 3 values"}"#;
+    let mut docs = vec![
+        valid("a trained model", trained.clone()),
+        valid(
+            "a trained model with a leaderboard",
+            set(
+                trained,
+                &[
+                    ("/result/algorithm", r#""auto""#),
+                    (
+                        "/result/leaderboard",
+                        r#"[{"algorithm": "svm", "value": 1}]"#,
+                    ),
+                ],
+            ),
+        ),
+        valid(
+            "a null leaderboard",
+            set(trained, &[("/result/leaderboard", "null")]),
+        ),
+        valid(
+            "a trained model at the limits",
+            set(
+                trained,
+                &[
+                    ("/result/model", &format!("{:?}", "a".repeat(128))),
+                    ("/result/version", "2147483647"),
+                    ("/result/task", r#""regression""#),
+                    ("/result/rows", "18446744073709551615"),
+                    ("/result/training_ms", "0"),
+                    ("/result/metric/value", "-1e300"),
+                ],
+            ),
+        ),
+        valid(
+            "unknown trained fields",
+            set(
+                trained,
+                &[("/result/extra", "1"), ("/result/metric/extra", "1")],
+            ),
+        ),
+        invalid(
+            "trained with another status",
+            set(trained, &[("/result/status", r#""fitted""#)]),
+        ),
+        invalid(
+            "trained version 0",
+            set(trained, &[("/result/version", "0")]),
+        ),
+        invalid(
+            "trained version beyond 31 bits",
+            set(trained, &[("/result/version", "2147483648")]),
+        ),
+        invalid(
+            "trained an unknown task",
+            set(trained, &[("/result/task", r#""clustering""#)]),
+        ),
+        invalid(
+            "trained a model name with a space",
+            set(trained, &[("/result/model", r#""my model""#)]),
+        ),
+        invalid(
+            "trained without a metric",
+            remove(trained, &["/result/metric"]),
+        ),
+        invalid(
+            "a metric without a value",
+            remove(trained, &["/result/metric/value"]),
+        ),
+        invalid(
+            "a metric value a string",
+            set(trained, &[("/result/metric/value", r#""1.0""#)]),
+        ),
+        invalid("rows below 0", set(trained, &[("/result/rows", "-1")])),
+        invalid(
+            "rows beyond 64 bits",
+            set(trained, &[("/result/rows", "18446744073709551616")]),
+        ),
+        invalid(
+            "trained without training_ms",
+            remove(trained, &["/result/training_ms"]),
+        ),
+        invalid(
+            "a prediction's answer to a training job",
+            set(trained, &[("/result", prediction)]),
+        ),
+        valid("a prediction", predicted.clone()),
+        valid(
+            "predictions of every kind",
+            set(
+                predicted,
+                &[
+                    (
+                        "/result/predictions",
+                        r#"[true, "sold", 3, null, -1.5e300]"#,
+                    ),
+                    ("/result/version", "2147483647"),
+                ],
+            ),
+        ),
+        valid(
+            "no predictions",
+            set(predicted, &[("/result/predictions", "[]")]),
+        ),
+        valid(
+            "unknown prediction field",
+            set(predicted, &[("/result/extra", "1")]),
+        ),
+        invalid(
+            "predicted without predictions",
+            remove(predicted, &["/result/predictions"]),
+        ),
+        invalid(
+            "predictions an object",
+            set(predicted, &[("/result/predictions", "{}")]),
+        ),
+        invalid(
+            "predicted version 0",
+            set(predicted, &[("/result/version", "0")]),
+        ),
+        invalid(
+            "predicted version null",
+            set(predicted, &[("/result/version", "null")]),
+        ),
+        invalid(
+            "predicted without a version",
+            remove(predicted, &["/result/version"]),
+        ),
+        invalid(
+            "predicted a model name with a slash",
+            set(predicted, &[("/result/model", r#""../svm""#)]),
+        ),
+        invalid(
+            "a training job's answer to a prediction request",
+            set(predicted, &[("/result", output)]),
+        ),
+    ];
+    for answered in [trained, predicted] {
+        let failure = &set(answered, &[("/result", failed)]);
+        docs.extend([
+            valid("a failed ML job", failure.clone()),
+            valid(
+                "a failed ML job with more",
+                set(failure, &[("/result/status", r#""trained""#)]),
+            ),
+            invalid(
+                "a failed ML job without an error",
+                remove(failure, &["/result/error"]),
+            ),
+            invalid(
+                "a failed ML job with a null error",
+                set(failure, &[("/result/error", "null")]),
+            ),
+            invalid(
+                "a failed ML job's error a number",
+                set(failure, &[("/result/error", "5")]),
+            ),
+            invalid(
+                "an ML answer with only ok and an error",
+                set(failure, &[("/result/ok", "true")]),
+            ),
+            invalid("an ML answer without ok", remove(failure, &["/result/ok"])),
+        ]);
+    }
+    docs
 }
 
 fn heartbeat_docs() -> Vec<Doc> {
@@ -1566,6 +2047,339 @@ fn answer_docs() -> Vec<Doc> {
     docs
 }
 
+/// Documents of a model name at `pointer` in `base`, as `check_model_name` takes it.
+fn model_name_docs(base: &str, pointer: &str) -> Vec<Doc> {
+    let name = |text: &str| set(base, &[(pointer, &format!("{text:?}"))]);
+    vec![
+        valid("every kind of character", name("listings-v2.1_A")),
+        valid("a name of 128 characters", name(&"a".repeat(128))),
+        invalid("a name of dots", name("..")),
+        invalid("a name starting with a dash", name("-rf")),
+        invalid("a name starting with a dot", name(".hidden")),
+        invalid("an empty name", name("")),
+        invalid("a name of 129 characters", name(&"a".repeat(129))),
+        invalid("a name with a space", name("my model")),
+        invalid("a name with a slash", name("../x")),
+        invalid("a name with a trailing newline", name("svm\n")),
+        invalid("a name with a letter beyond ASCII", name("modèle")),
+        invalid("a name a number", set(base, &[(pointer, "5")])),
+    ]
+}
+
+/// Data documents shared by training jobs and prediction requests, at `/payload/data` in
+/// `base` (whose data is a matrix).
+fn data_docs(base: &str) -> Vec<Doc> {
+    let data = |text: &str| set(base, &[("/payload/data", text)]);
+    vec![
+        valid(
+            "numbers of every form",
+            set(base, &[("/payload/data/X", "[[1, -2.5e3], [0.125, 1E2]]")]),
+        ),
+        invalid("data null", data("null")),
+        invalid("data an array", data("[[1.0]]")),
+        invalid("data a string", data(r#""X""#)),
+        invalid("data empty", data("{}")),
+        invalid(
+            "a matrix and records",
+            set(base, &[("/payload/data/records", r#"[{"a": 1}]"#)]),
+        ),
+        invalid(
+            "unknown data member",
+            set(base, &[("/payload/data/weights", "[1]")]),
+        ),
+        invalid(
+            "X not rows",
+            set(base, &[("/payload/data/X", "[1.0, 2.0]")]),
+        ),
+        invalid(
+            "X with a string",
+            set(base, &[("/payload/data/X", r#"[[1.0, "2"]]"#)]),
+        ),
+        invalid(
+            "X with a null",
+            set(base, &[("/payload/data/X", "[[1.0, null]]")]),
+        ),
+        invalid("X an object", set(base, &[("/payload/data/X", "{}")])),
+        invalid("X null", set(base, &[("/payload/data/X", "null")])),
+        // The model's training reader takes a null member as absent; the schemas do not.
+        invalid(
+            "a null records beside X",
+            set(base, &[("/payload/data/records", "null")]),
+        ),
+        invalid(
+            "records of arrays",
+            data(r#"{"records": [[1, 2]], "target": "a"}"#),
+        ),
+        invalid(
+            "records an object",
+            data(r#"{"records": {"a": 1}, "target": "a"}"#),
+        ),
+    ]
+}
+
+fn training_job_docs() -> Vec<Doc> {
+    let job = &an_envelope(
+        "ml.train",
+        r#"{"algorithm": "svm", "data": {"X": [[1.0, 1.0], [9.0, 9.0]], "y": [0, 1]}}"#,
+    );
+    let records = r#"{"records": [{"rooms": 3, "city": "Lima", "garden": null, "sold": true},
+        {"rooms": 1, "city": "Cusco", "garden": true, "sold": false}], "target": "sold"}"#;
+    let mut docs = envelope_docs(job);
+    docs.extend(data_docs(job));
+    // A model's name is `name`, or else the algorithm's.
+    docs.extend(model_name_docs(job, "/payload/name"));
+    docs.extend(model_name_docs(job, "/payload/algorithm"));
+    docs.extend(model_name_docs(
+        &set(job, &[("/payload/name", "null")]),
+        "/payload/algorithm",
+    ));
+    docs.extend([
+        valid("a training job", job.clone()),
+        valid("records", set(job, &[("/payload/data", records)])),
+        valid(
+            "every field",
+            set(
+                job,
+                &[
+                    ("/payload/name", r#""listings""#),
+                    ("/payload/task", r#""classification""#),
+                    ("/payload/params", r#"{"C": 1.5, "kernel": "rbf"}"#),
+                    ("/payload/data", records),
+                ],
+            ),
+        ),
+        valid(
+            "nulls",
+            set(job, &[("/payload/name", "null"), ("/payload/task", "null")]),
+        ),
+        valid(
+            "a regression",
+            set(job, &[("/payload/task", r#""regression""#)]),
+        ),
+        valid("no params", set(job, &[("/payload/params", "{}")])),
+        // The algorithm is the worker's to know; with a name, it need not be one.
+        valid(
+            "a named model of an algorithm that is no name",
+            set(
+                job,
+                &[
+                    ("/payload/name", r#""x""#),
+                    ("/payload/algorithm", r#""my svm""#),
+                ],
+            ),
+        ),
+        valid(
+            "targets of strings",
+            set(job, &[("/payload/data/y", r#"["cheap", "dear"]"#)]),
+        ),
+        valid(
+            "targets of booleans",
+            set(job, &[("/payload/data/y", "[false, true]")]),
+        ),
+        valid(
+            "a target field of any name",
+            set(
+                job,
+                &[(
+                    "/payload/data",
+                    r#"{"records": [{"": 1, "x": 2}, {"": 0, "x": 3}], "target": ""}"#,
+                )],
+            ),
+        ),
+        invalid("another kind", set(job, &[("/kind", r#""ml.predict""#)])),
+        invalid("kind compute", set(job, &[("/kind", r#""compute""#)])),
+        invalid("missing algorithm", remove(job, &["/payload/algorithm"])),
+        invalid("missing data", remove(job, &["/payload/data"])),
+        invalid(
+            "algorithm null",
+            set(job, &[("/payload/algorithm", "null")]),
+        ),
+        invalid(
+            "unknown payload field",
+            set(job, &[("/payload/extra", "1")]),
+        ),
+        invalid(
+            "a prediction request",
+            set(
+                job,
+                &[(
+                    "/payload",
+                    r#"{"model": "svm", "data": {"X": [[4.0, 4.0]]}}"#,
+                )],
+            ),
+        ),
+        invalid("payload an array", set(job, &[("/payload", "[]")])),
+        invalid(
+            "unknown task",
+            set(job, &[("/payload/task", r#""clustering""#)]),
+        ),
+        invalid(
+            "task in capitals",
+            set(job, &[("/payload/task", r#""Regression""#)]),
+        ),
+        invalid("task a number", set(job, &[("/payload/task", "1")])),
+        invalid("params null", set(job, &[("/payload/params", "null")])),
+        invalid("params an array", set(job, &[("/payload/params", "[1]")])),
+        invalid("X without y", remove(job, &["/payload/data/y"])),
+        invalid("y without X", remove(job, &["/payload/data/X"])),
+        invalid(
+            "y an object",
+            set(job, &[("/payload/data/y", r#"{"a": 0}"#)]),
+        ),
+        invalid("y null", set(job, &[("/payload/data/y", "null")])),
+        invalid(
+            "a matrix with a target",
+            set(job, &[("/payload/data/target", r#""y""#)]),
+        ),
+        invalid(
+            "records without a target",
+            set(
+                job,
+                &[("/payload/data", r#"{"records": [{"a": 1, "b": 2}]}"#)],
+            ),
+        ),
+        invalid(
+            "records with y",
+            set(
+                &set(job, &[("/payload/data", records)]),
+                &[("/payload/data/y", "[true]")],
+            ),
+        ),
+        invalid(
+            "a target a number",
+            set(
+                &set(job, &[("/payload/data", records)]),
+                &[("/payload/data/target", "1")],
+            ),
+        ),
+        invalid(
+            "a null target",
+            set(
+                &set(job, &[("/payload/data", records)]),
+                &[("/payload/data/target", "null")],
+            ),
+        ),
+    ]);
+    docs
+}
+
+fn prediction_request_docs() -> Vec<Doc> {
+    let request = &an_envelope(
+        "ml.predict",
+        r#"{"model": "svm", "data": {"X": [[4.0, 4.0], [10.0, 10.0]]}}"#,
+    );
+    let records = r#"{"records": [{"rooms": 3, "city": "Lima", "garden": null}]}"#;
+    let mut docs = envelope_docs(request);
+    docs.extend(data_docs(request));
+    docs.extend(model_name_docs(request, "/payload/model"));
+    docs.extend([
+        valid("a prediction request", request.clone()),
+        valid("records", set(request, &[("/payload/data", records)])),
+        valid(
+            "a pinned version",
+            set(request, &[("/payload/version", "3")]),
+        ),
+        valid(
+            "the first version",
+            set(request, &[("/payload/version", "1")]),
+        ),
+        valid(
+            "the last version",
+            set(request, &[("/payload/version", "2147483647")]),
+        ),
+        valid(
+            "version null",
+            set(request, &[("/payload/version", "null")]),
+        ),
+        // A training data object may be sent as it is: y and target are ignored.
+        valid(
+            "a matrix with its targets",
+            set(request, &[("/payload/data/y", r#"[0, "a"]"#)]),
+        ),
+        valid(
+            "a matrix with anything for y",
+            set(request, &[("/payload/data/y", "null")]),
+        ),
+        valid(
+            "records with their target",
+            set(
+                &set(request, &[("/payload/data", records)]),
+                &[("/payload/data/target", r#""sold""#)],
+            ),
+        ),
+        valid(
+            "records with anything for a target",
+            set(
+                &set(request, &[("/payload/data", records)]),
+                &[("/payload/data/target", "5")],
+            ),
+        ),
+        invalid("another kind", set(request, &[("/kind", r#""ml.train""#)])),
+        invalid("kind qa", set(request, &[("/kind", r#""qa""#)])),
+        invalid("missing model", remove(request, &["/payload/model"])),
+        invalid("missing data", remove(request, &["/payload/data"])),
+        invalid("model null", set(request, &[("/payload/model", "null")])),
+        invalid(
+            "unknown payload field",
+            set(request, &[("/payload/extra", "1")]),
+        ),
+        invalid(
+            "a training job",
+            set(
+                request,
+                &[(
+                    "/payload",
+                    r#"{"algorithm": "svm", "data": {"X": [[1.0]], "y": [0]}}"#,
+                )],
+            ),
+        ),
+        invalid(
+            "payload a string",
+            set(request, &[("/payload", r#""svm""#)]),
+        ),
+        invalid("version 0", set(request, &[("/payload/version", "0")])),
+        invalid(
+            "version below 0",
+            set(request, &[("/payload/version", "-1")]),
+        ),
+        invalid(
+            "version beyond 31 bits",
+            set(request, &[("/payload/version", "2147483648")]),
+        ),
+        invalid(
+            "version a fraction",
+            set(request, &[("/payload/version", "1.5")]),
+        ),
+        invalid(
+            "version a string",
+            set(request, &[("/payload/version", r#""3""#)]),
+        ),
+        invalid(
+            "a matrix with a target",
+            set(request, &[("/payload/data/target", r#""sold""#)]),
+        ),
+        invalid(
+            "records with y",
+            set(
+                &set(request, &[("/payload/data", records)]),
+                &[("/payload/data/y", "[0]")],
+            ),
+        ),
+        invalid(
+            "a null X beside records",
+            set(
+                &set(request, &[("/payload/data", records)]),
+                &[("/payload/data/X", "null")],
+            ),
+        ),
+        invalid(
+            "only a target",
+            set(request, &[("/payload/data", r#"{"target": "sold"}"#)]),
+        ),
+    ]);
+    docs
+}
+
 /// Every hand-written document, by topic suffix. A dead letter is any of them, and more.
 fn documents(suffix: &str) -> Vec<Doc> {
     match suffix {
@@ -1576,6 +2390,8 @@ fn documents(suffix: &str) -> Vec<Doc> {
         "kv.state" => kv_change_docs(),
         "qa.questions" => question_topic_docs(),
         "qa.answers" => answer_docs(),
+        "ml.train" => training_job_docs(),
+        "ml.predict" => prediction_request_docs(),
         "dead-letters" => {
             let mut docs: Vec<Doc> = TOPICS
                 .iter()

@@ -11,6 +11,7 @@ use sluice_core::{ErrorClass, HandlerError, Job};
 use sluice_messages::compute::{PartResult, KIND_PART};
 use sluice_messages::heartbeat::Heartbeat;
 use sluice_messages::kv::{self, KvCommand, KvOp};
+use sluice_messages::ml;
 use sluice_messages::qa::{self, Answer, QaOutcome, Question};
 use sluice_messages::{header, Envelope, JobResult, Topics};
 use uuid::Uuid;
@@ -211,6 +212,9 @@ fn parse_result(job: &Job) -> Result<ResultRow, HandlerError> {
             .map_err(|e| invalid("question outcome", e))?;
         serde_json::to_string(&outcome).map_err(|e| invalid("question outcome", e))?
     } else {
+        if answer.ok && (result.kind == ml::KIND_PREDICT || result.kind == ml::KIND_TRAIN) {
+            check_ml_answer(text).map_err(|e| invalid(&format!("{} answer", result.kind), e))?;
+        }
         text.to_string()
     };
     let error = match (answer.ok, answer.error) {
@@ -228,6 +232,22 @@ fn parse_result(job: &Job) -> Result<ResultRow, HandlerError> {
         created_at: result.created_at,
         finished_at: result.finished_at,
     })
+}
+
+/// A model's answer names the version that gave it: the `ml_predictions` view casts it, so
+/// only one an `integer` holds is stored (the rest of the answer is stored as written).
+fn check_ml_answer(text: &str) -> Result<(), String> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        model: String,
+        version: i32,
+    }
+    let answer: Versioned = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    ml::check_model_name(&answer.model)?;
+    if answer.version < 1 {
+        return Err(format!("version {} is below 1", answer.version));
+    }
+    Ok(())
 }
 
 fn parse_part(job: &Job) -> Result<PartRow, HandlerError> {
@@ -409,5 +429,22 @@ pub fn parse_dead_letter(job: &Job) -> DeadLetterRow {
         key: job.key.clone(),
         payload: job.payload.clone(),
         headers: Value::Object(all).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_models_answer_must_name_a_version_the_view_can_cast() {
+        assert!(check_ml_answer(
+            r#"{"ok": true, "model": "svm", "version": 3, "predictions": []}"#
+        )
+        .is_ok());
+        assert!(check_ml_answer(r#"{"ok": true, "model": "svm", "version": 3e10}"#).is_err());
+        assert!(check_ml_answer(r#"{"ok": true, "model": "svm", "version": 0}"#).is_err());
+        assert!(check_ml_answer(r#"{"ok": true, "model": "no spaces", "version": 1}"#).is_err());
+        assert!(check_ml_answer(r#"{"ok": true, "predictions": [1.0]}"#).is_err());
     }
 }

@@ -18,6 +18,7 @@ use sluice_messages::Envelope;
 use uuid::Uuid;
 
 use crate::app::App;
+use crate::commands::ml_bench::{self, MlBench};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -46,16 +47,22 @@ pub enum BenchCommand {
         #[command(flatten)]
         load: Load,
     },
+    /// Fit times per algorithm on a generated dataset (beside scikit-learn's, given a Python
+    /// that has it), then prediction requests published to prediction rows committed.
+    Ml(MlBench),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct Load {
+    /// Rows each message carries, when it carries several: a line of rows per second too.
+    #[arg(skip)]
+    pub rows_per_message: Option<u64>,
     /// Offered load in messages per second; as fast as possible when absent.
     #[arg(long)]
-    rate: Option<u64>,
+    pub rate: Option<u64>,
     /// Give up when no row has arrived for this long.
     #[arg(long, default_value = "60s", value_parser = sluice_core::config::parse_duration)]
-    stall: Duration,
+    pub stall: Duration,
 }
 
 /// Sends in flight at once while publishing.
@@ -122,6 +129,7 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
             )
             .await
         }
+        BenchCommand::Ml(bench) => ml_bench::run(app, bench).await,
     }
 }
 
@@ -129,7 +137,7 @@ pub async fn run(app: &App, command: BenchCommand) -> anyhow::Result<ExitCode> {
 /// to `topic`, and measures from the first publish to the last outcome row committed. The
 /// ids share a random 64-bit prefix and count up from zero, so the run's rows are one
 /// primary-key range: progress and latency are read from Postgres without a marker column.
-async fn measure<P: serde::Serialize>(
+pub(crate) async fn measure<P: serde::Serialize>(
     app: &App,
     what: &str,
     count: u64,
@@ -228,6 +236,13 @@ async fn measure<P: serde::Serialize>(
     println!("end to end (first publish to last row committed): {seconds:.2}s");
     println!("latency, created to row committed: p50 {p50:.1} ms, p99 {p99:.1} ms");
     print_timeline(app, first, last, started_wall, seconds).await?;
+    if let Some(per_message) = load.rows_per_message {
+        println!(
+            "rows predicted: {} ({per_message} a request): {:.0} rows/s",
+            rows * per_message,
+            (rows * per_message) as f64 / seconds
+        );
+    }
     print_processes();
     println!(
         "{what}={rows} seconds={seconds:.2} rate={:.0} p50_ms={p50:.1} p99_ms={p99:.1}",

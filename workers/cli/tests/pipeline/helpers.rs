@@ -244,6 +244,16 @@ impl TestPipeline {
         std::fs::read_to_string(self.log_dir.join(name)).unwrap_or_default()
     }
 
+    /// The process id of worker `index`.
+    pub fn pid(&self, index: usize) -> u32 {
+        self.children.lock().unwrap()[index].id()
+    }
+
+    /// A path for a file of this test's own, beside its logs.
+    pub fn log_dir_file(&self, name: &str) -> String {
+        self.log_dir.join(name).to_string_lossy().into_owned()
+    }
+
     pub fn kill(&self, index: usize) {
         let mut children = self.children.lock().unwrap();
         children[index].kill().expect("SIGKILL");

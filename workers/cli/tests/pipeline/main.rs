@@ -6,6 +6,7 @@ mod faults;
 mod guards;
 mod helpers;
 mod kv;
+mod ml;
 mod modes;
 mod persister;
 mod qa;
