@@ -136,7 +136,7 @@ impl Execution {
     }
 
     /// Messages received but not yet handled, past which the stage stops taking more (see
-    /// `StageLoop::apply_backpressure`). Batches keep two rounds of batches ready (the
+    /// `StageLoop::apply_backpressure`; so does [`BUFFER_BYTES`] of them). Batches keep two rounds of batches ready (the
     /// client's bounded prefetch holds more); slow calls stop fetching at their bound.
     fn buffer_limit(&self) -> usize {
         match *self {
@@ -146,6 +146,14 @@ impl Execution {
         }
     }
 }
+
+/// Bytes of messages received and not yet handed to the handler, past which a stage stops
+/// taking more, whatever their count: a stage of 1,000-row prediction requests must not hold
+/// thousands of them.
+const BUFFER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bytes of messages in one batch at most (a batch holds one message whatever its size).
+const BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// Longest a full stage stops taking messages before it pauses its partitions instead.
 const HOLD_OFF: Duration = Duration::from_secs(5);
@@ -281,6 +289,13 @@ struct Pending {
     received: Instant,
 }
 
+impl Pending {
+    /// What the message holds in memory, near enough.
+    fn bytes(&self) -> usize {
+        self.job.payload.len() + self.job.key.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// Messages of one key, in order: the topic and partition, then the key (none for keyless
 /// messages, which are ordered per partition).
 type KeyId = (String, i32, Option<Vec<u8>>);
@@ -321,6 +336,8 @@ struct StageLoop<H> {
     tracker: crate::offsets::OffsetTracker,
     /// Received, waiting for a slot (batches and per-message modes).
     waiting: VecDeque<Pending>,
+    /// The bytes of `waiting`.
+    waiting_bytes: usize,
     /// Per-key mode: each key's waiting messages, the keys ready to go, the keys in flight.
     keys: HashMap<KeyId, VecDeque<Pending>>,
     ready: VecDeque<KeyId>,
@@ -366,6 +383,7 @@ impl<H: Handler> StageLoop<H> {
             feed,
             tracker: Default::default(),
             waiting: VecDeque::new(),
+            waiting_bytes: 0,
             keys: HashMap::new(),
             ready: VecDeque::new(),
             busy: HashSet::new(),
@@ -438,6 +456,7 @@ impl<H: Handler> StageLoop<H> {
                     queue.push_back(pending);
                     self.keyed += 1;
                 } else {
+                    self.waiting_bytes += pending.bytes();
                     self.waiting.push_back(pending);
                 }
             }
@@ -469,6 +488,7 @@ impl<H: Handler> StageLoop<H> {
             .collect();
         self.waiting
             .retain(|p| !gone.contains(&(p.job.topic.as_str(), p.job.partition)));
+        self.waiting_bytes = self.waiting.iter().map(Pending::bytes).sum();
         self.keys
             .retain(|(topic, partition, _), _| !gone.contains(&(topic.as_str(), *partition)));
         self.ready
@@ -556,11 +576,26 @@ impl<H: Handler> StageLoop<H> {
                     let Some(first) = self.waiting.front() else {
                         break;
                     };
-                    if self.waiting.len() < max && first.received + wait > now {
+                    if self.waiting.len() < max
+                        && self.waiting_bytes < BATCH_BYTES
+                        && first.received + wait > now
+                    {
                         break;
                     }
-                    let take = self.waiting.len().min(max);
+                    // Up to `max` messages and BATCH_BYTES, and at least one.
+                    let mut bytes = 0;
+                    let take = self
+                        .waiting
+                        .iter()
+                        .take(max)
+                        .take_while(|p| {
+                            bytes += p.bytes();
+                            bytes <= BATCH_BYTES
+                        })
+                        .count()
+                        .max(1);
                     let unit: Vec<Pending> = self.waiting.drain(..take).collect();
+                    self.waiting_bytes -= unit.iter().map(Pending::bytes).sum::<usize>();
                     self.spawn(unit, None);
                 }
             }
@@ -574,6 +609,7 @@ impl<H: Handler> StageLoop<H> {
                         }
                     }
                     let pending = self.waiting.pop_front().expect("not empty");
+                    self.waiting_bytes -= pending.bytes();
                     self.spawn(vec![pending], None);
                 }
             }
@@ -647,12 +683,12 @@ impl<H: Handler> StageLoop<H> {
     fn apply_backpressure(&mut self) {
         let limit = self.execution.buffer_limit();
         let buffered = self.buffered();
-        if buffered >= limit {
+        if buffered >= limit || self.waiting_bytes >= BUFFER_BYTES {
             let since = *self.saturated_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.hold_off {
                 self.feed.set_saturated(true);
             }
-        } else if buffered <= limit / 2 {
+        } else if buffered <= limit / 2 && self.waiting_bytes <= BUFFER_BYTES / 2 {
             self.saturated_since = None;
             self.feed.set_saturated(false);
         }
@@ -716,6 +752,7 @@ impl<H: Handler> StageLoop<H> {
     /// abandoned uncommitted; what finished is committed.
     async fn wind_down(&mut self, grace: Duration) {
         self.waiting.clear();
+        self.waiting_bytes = 0;
         self.keys.clear();
         self.ready.clear();
         self.keyed = 0;
