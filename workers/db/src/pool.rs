@@ -79,6 +79,22 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     sqlx::migrate!("../../migrations").run(pool).await
 }
 
+/// Whether the database refused the data itself: the same rows would be refused again.
+/// SQLSTATE classes 22 (data exception: a `\u0000` in jsonb, a value out of range), 23
+/// (integrity constraint) and 54 (program limit exceeded: an index row or a value too large).
+/// Anything else — a connection lost, a password rotated, a read-only failover, a permission or
+/// a lock timeout — says nothing about the data and is waited out.
+pub fn refuses_data(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["22", "23", "54"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
 /// A failure that goes away by itself: the connection, the server's state, a deadlock.
 pub fn is_transient(error: &sqlx::Error) -> bool {
     match error {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sluice_messages::ml::{Metric, TrainRequest};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::MlConfig;
 use crate::learn::{self, Algorithm, Task, TrainSpec};
@@ -26,6 +26,8 @@ pub const FIT_COMMAND: &str = "fit";
 const REFUSED_EXIT: i32 = 2;
 /// Most bytes of a crashed child's standard error kept in the job's error.
 const STDERR_SHOWN: usize = 400;
+/// Most bytes of a child's standard error read at all (its last words come first).
+const STDERR_KEPT: u64 = 64 * 1024;
 
 /// What a fit reports about its model: the fields of `learn::Report` the registry and the
 /// job's answer keep, as JSON between the two processes.
@@ -63,6 +65,9 @@ pub enum FitError {
     /// The fit's process died (out of memory, killed, a bug): the job fails, nothing else does.
     #[error("{0}")]
     Crashed(String),
+    /// The model's artifact grew past `ML_MAX_ARTIFACT_MB`; the fit was killed. The job fails.
+    #[error("the model is larger than ML_MAX_ARTIFACT_MB ({} MiB)", .0 >> 20)]
+    TooLarge(usize),
     /// The fit ran past `ML_TRAIN_TIME_LIMIT` and was killed. The job fails.
     #[error("training took longer than ML_TRAIN_TIME_LIMIT ({0:?}) and was stopped")]
     TooLong(Duration),
@@ -74,9 +79,10 @@ pub enum FitError {
 /// Fits the training job `payload` (a [`TrainRequest`] as JSON) in a child process. Dropping
 /// the future kills the child (a revoked partition, shutdown).
 pub async fn fit(payload: &[u8], config: &MlConfig) -> Result<Fitted, FitError> {
-    let exe = std::env::current_exe().map_err(FitError::Spawn)?;
-    let mut command = tokio::process::Command::new(exe);
+    // The image this worker runs, even if its file was replaced since.
+    let mut command = tokio::process::Command::new("/proc/self/exe");
     command
+        .arg0("sluice-ml")
         .arg(FIT_COMMAND)
         .env_clear()
         .stdin(Stdio::piped())
@@ -88,6 +94,8 @@ pub async fn fit(payload: &[u8], config: &MlConfig) -> Result<Fitted, FitError> 
     }
     let mut child = command.spawn().map_err(FitError::Spawn)?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
     let input = payload.to_vec();
     // Written while the output is read: a child that dies early (its memory limit hit while
     // parsing) closes its end, and the write's error is moot beside its exit status.
@@ -95,28 +103,46 @@ pub async fn fit(payload: &[u8], config: &MlConfig) -> Result<Fitted, FitError> 
         let _ = stdin.write_all(&input).await;
         drop(stdin);
     };
-    let run = async {
-        let ((), output) = tokio::join!(feed, child.wait_with_output());
-        output
+    // The artifact is read up to its limit and no further: past it the child is killed (on
+    // drop) and the job fails, so a model of any size never lands in the worker.
+    let artifact_limit = config.max_artifact_bytes;
+    let read_stdout = async move {
+        let mut out = Vec::new();
+        let mut limited = stdout.take(artifact_limit as u64 + 1);
+        limited.read_to_end(&mut out).await.map(|_| out)
     };
-    let output = match tokio::time::timeout(config.train_time_limit, run).await {
-        Ok(output) => output.map_err(FitError::Spawn)?,
+    let read_stderr = async move {
+        let mut err = Vec::new();
+        let _ = stderr.take(STDERR_KEPT).read_to_end(&mut err).await;
+        err
+    };
+    let run = async {
+        let ((), out, err) = tokio::join!(feed, read_stdout, read_stderr);
+        let out = out.map_err(FitError::Spawn)?;
+        if out.len() > artifact_limit {
+            return Err(FitError::TooLarge(artifact_limit));
+        }
+        let status = child.wait().await.map_err(FitError::Spawn)?;
+        Ok((status, out, err))
+    };
+    let (status, stdout, stderr) = match tokio::time::timeout(config.train_time_limit, run).await {
+        Ok(output) => output?,
         Err(_) => return Err(FitError::TooLong(config.train_time_limit)),
     };
-    match output.status.code() {
-        Some(0) => parse_output(&output.stdout),
+    match status.code() {
+        Some(0) => parse_output(stdout),
         Some(REFUSED_EXIT) => Err(FitError::Refused(
-            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+            String::from_utf8_lossy(&stdout).trim().to_string(),
         )),
         _ => Err(FitError::Crashed(crash_reason(
-            output.status,
-            &output.stderr,
+            status,
+            &stderr,
             config.train_memory_bytes,
         ))),
     }
 }
 
-fn parse_output(stdout: &[u8]) -> Result<Fitted, FitError> {
+fn parse_output(mut stdout: Vec<u8>) -> Result<Fitted, FitError> {
     let bad = |why: &str| FitError::Crashed(format!("the fit's output is unreadable: {why}"));
     let newline = stdout
         .iter()
@@ -124,10 +150,12 @@ fn parse_output(stdout: &[u8]) -> Result<Fitted, FitError> {
         .ok_or_else(|| bad("no report line"))?;
     let header: Header =
         serde_json::from_slice(&stdout[..newline]).map_err(|e| bad(&e.to_string()))?;
+    // The artifact is what follows the line, taken without a copy.
+    let artifact = stdout.split_off(newline + 1);
     Ok(Fitted {
         report: header.report,
         training_ms: header.training_ms,
-        artifact: stdout[newline + 1..].to_vec(),
+        artifact,
     })
 }
 
@@ -165,6 +193,7 @@ pub fn child_main(args: &[String]) -> ExitCode {
     // worker's to keep).
     // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches nothing else.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    close_inherited_files();
     if let Some(limit) = args.first() {
         let Ok(limit) = limit.parse::<u64>() else {
             eprintln!("sluice-ml fit: the memory limit must be a number of bytes, not {limit:?}");
@@ -250,6 +279,24 @@ fn write_out(header: &Header, artifact: &[u8]) -> std::io::Result<()> {
     out.write_all(b"\n")?;
     out.write_all(artifact)?;
     out.flush()
+}
+
+/// Closes every descriptor but the standard three: the worker's sockets and the Kafka client's
+/// pipes are nothing a fit should hold.
+fn close_inherited_files() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: closing a descriptor this single-threaded process does not use (the one the
+        // listing itself held is already closed, and closing it again is harmless).
+        unsafe { libc::close(fd) };
+    }
 }
 
 fn limit_address_space(bytes: u64) -> std::io::Result<()> {

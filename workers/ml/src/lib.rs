@@ -18,8 +18,10 @@
 //! - [`config`]: the ML workers' settings.
 //! - [`fit`]: a fit in a child process of its own, with a memory and a time limit.
 //! - [`cache`]: deserialized models, bounded by their size.
+//! - [`answer`]: a job's answer as the result message both stages publish.
 //! - [`trainer`], [`predictor`]: the two stages' handlers.
 
+pub mod answer;
 pub mod cache;
 pub mod config;
 pub mod fit;

@@ -7,21 +7,23 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use sluice_core::blocking::{BlockingPool, Panicked};
-use sluice_core::{Cx, ErrorClass, Handler, HandlerError, Job, Outcome, Output};
+use sluice_core::{Cx, ErrorClass, Handler, HandlerError, Job, Outcome};
 use sluice_messages::ml::{self, Failed, PredictOutput, PredictRequest};
-use sluice_messages::{Envelope, JobResult, Topics};
+use sluice_messages::{Envelope, Topics};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::answer::Answerer;
 use crate::cache::{ModelCache, ModelKey};
 use crate::config::MlConfig;
 use crate::learn::{Encoded, Model};
 
 pub struct PredictorHandler {
-    topics: Topics,
-    instance: String,
+    answerer: Answerer,
     pool: PgPool,
     cache: Arc<ModelCache>,
     threads: BlockingPool,
@@ -58,8 +60,11 @@ type Answered = Result<Box<RawValue>, HandlerError>;
 impl PredictorHandler {
     pub fn new(topics: Topics, instance: String, pool: PgPool, config: &MlConfig) -> Self {
         Self {
-            topics,
-            instance,
+            answerer: Answerer {
+                topics,
+                instance,
+                kind: ml::KIND_PREDICT,
+            },
             pool,
             cache: Arc::new(ModelCache::new(config.model_cache_bytes)),
             threads: BlockingPool::new(config.predict_threads),
@@ -109,25 +114,6 @@ impl PredictorHandler {
         })
     }
 
-    /// Each requested version's model, or why it has none.
-    async fn models(
-        &self,
-        wanted: impl Iterator<Item = ModelKey>,
-    ) -> Result<HashMap<ModelKey, Result<Arc<Model>, String>>, sqlx::Error> {
-        let mut models = HashMap::new();
-        for key in wanted {
-            if models.contains_key(&key) {
-                continue;
-            }
-            let model = match self.cache.get(&key) {
-                Some(model) => Ok(model),
-                None => self.load(&key).await?,
-            };
-            models.insert(key, model);
-        }
-        Ok(models)
-    }
-
     async fn load(&self, key: &ModelKey) -> Result<Result<Arc<Model>, String>, sqlx::Error> {
         let Some(artifact) = sluice_db::ml::artifact(&self.pool, &key.0, key.1).await? else {
             return Ok(Err(format!("model {:?} has no version {}", key.0, key.1)));
@@ -155,29 +141,6 @@ impl PredictorHandler {
             }
         })
     }
-
-    fn publish(
-        &self,
-        job: &Job,
-        request_id: Uuid,
-        created_at: DateTime<Utc>,
-        answer: Box<RawValue>,
-    ) -> Outcome {
-        let result = JobResult {
-            id: request_id,
-            kind: ml::KIND_PREDICT.to_string(),
-            result: answer,
-            worker: self.instance.clone(),
-            attempts: job.attempt,
-            created_at,
-            finished_at: Utc::now(),
-        };
-        Ok(vec![Output::json(
-            self.topics.results(),
-            request_id.to_string(),
-            &result,
-        )?])
-    }
 }
 
 fn failed(reason: String) -> Answered {
@@ -185,21 +148,40 @@ fn failed(reason: String) -> Answered {
         .map_err(|e| HandlerError::permanent(ErrorClass::Serialize, e))
 }
 
-/// Encodes every request of one model version, predicts all their rows at once, and splits the
-/// predictions back: one answer per request, in the order given.
+/// Most bytes one request's rows may take encoded (rows × features × 8): a records request
+/// may leave every field out, so three bytes of input can be a whole row of the model's width.
+const REQUEST_ENCODED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Encoded rows predicted at once, at most (one request's rows whatever their size): requests
+/// for one model are predicted together in chunks of about this much, then split back.
+const CHUNK_ENCODED_BYTES: usize = 16 * 1024 * 1024;
+
+/// How many rows a request's data holds, read without building them; `None` when it is not
+/// one of the shapes (encoding then says what is wrong).
+fn row_count(data: &str) -> Option<usize> {
+    #[derive(Deserialize)]
+    struct Shape {
+        #[serde(rename = "X", default)]
+        x: Option<Vec<IgnoredAny>>,
+        #[serde(default)]
+        records: Option<Vec<IgnoredAny>>,
+    }
+    let shape: Shape = serde_json::from_str(data).ok()?;
+    Some(
+        shape
+            .x
+            .map_or(0, |x| x.len())
+            .max(shape.records.map_or(0, |r| r.len())),
+    )
+}
+
+/// Encodes the requests of one model version and predicts their rows together, a chunk at a
+/// time, then splits the predictions back: one answer per request.
 fn predict_group(
     key: &ModelKey,
     model: &Model,
     requests: &[(usize, Box<RawValue>)],
 ) -> Vec<(usize, Answered)> {
-    let mut answers = Vec::with_capacity(requests.len());
-    let mut encoded = Vec::with_capacity(requests.len());
-    for (index, data) in requests {
-        match model.encode(data.get()) {
-            Ok(rows) => encoded.push((*index, rows)),
-            Err(e) => answers.push((*index, failed(e.to_string()))),
-        }
-    }
     let answer = |predictions: Vec<serde_json::Value>| {
         serde_json::value::to_raw_value(&PredictOutput {
             ok: true,
@@ -209,27 +191,62 @@ fn predict_group(
         })
         .map_err(|e| HandlerError::permanent(ErrorClass::Serialize, e))
     };
-    let parts: Vec<Encoded> = encoded.iter().map(|(_, rows)| rows.clone()).collect();
-    match model.predict(&Encoded::concat(&parts)) {
-        Ok(predictions) => {
-            let mut predictions = predictions.into_iter();
-            for (index, rows) in &encoded {
+    let row_bytes = model.width().max(1) * std::mem::size_of::<f64>();
+    let mut answers = Vec::with_capacity(requests.len());
+    let mut chunk: Vec<(usize, Encoded)> = Vec::new();
+    let mut chunk_bytes = 0;
+    let predict_chunk = |chunk: &mut Vec<(usize, Encoded)>, answers: &mut Vec<_>| {
+        let parts: Vec<Encoded> = chunk.iter().map(|(_, rows)| rows.clone()).collect();
+        match model.predict(&Encoded::concat(&parts)) {
+            Ok(predictions) => {
+                let mut predictions = predictions.into_iter();
+                for (index, rows) in chunk.iter() {
+                    let mine = predictions.by_ref().take(rows.rows()).collect();
+                    answers.push((*index, answer(mine)));
+                }
+            }
+            // One request's rows spoiled the chunk: each is predicted alone, so only it fails.
+            Err(_) => {
+                for (index, rows) in chunk.iter() {
+                    let alone = model
+                        .predict(rows)
+                        .map_err(|e| e.to_string())
+                        .map_or_else(failed, answer);
+                    answers.push((*index, alone));
+                }
+            }
+        }
+        chunk.clear();
+    };
+    for (index, data) in requests {
+        if let Some(rows) = row_count(data.get()) {
+            if rows.saturating_mul(row_bytes) > REQUEST_ENCODED_BYTES {
                 answers.push((
                     *index,
-                    answer(predictions.by_ref().take(rows.rows()).collect()),
+                    failed(format!(
+                        "the request has {rows} rows of {} features: over the {} MiB a request \
+                         may take encoded; send fewer rows",
+                        model.width(),
+                        REQUEST_ENCODED_BYTES >> 20
+                    )),
                 ));
+                continue;
             }
         }
-        // One request's rows spoiled the whole: each is predicted alone, so only it fails.
-        Err(_) => {
-            for (index, rows) in &encoded {
-                let alone = model
-                    .predict(rows)
-                    .map_err(|e| e.to_string())
-                    .map_or_else(failed, answer);
-                answers.push((*index, alone));
+        match model.encode(data.get()) {
+            Ok(rows) => {
+                chunk_bytes += rows.rows() * row_bytes;
+                chunk.push((*index, rows));
+                if chunk_bytes >= CHUNK_ENCODED_BYTES {
+                    predict_chunk(&mut chunk, &mut answers);
+                    chunk_bytes = 0;
+                }
             }
+            Err(e) => answers.push((*index, failed(e.to_string()))),
         }
+    }
+    if !chunk.is_empty() {
+        predict_chunk(&mut chunk, &mut answers);
     }
     answers
 }
@@ -254,7 +271,7 @@ impl Handler for PredictorHandler {
                     answer,
                 } => {
                     outcomes[index] =
-                        Some(answer.and_then(|a| self.publish(job, id, created_at, a)));
+                        Some(answer.and_then(|a| self.answerer.publish(job, id, created_at, a)));
                 }
                 Decoded::Unreadable(e) => outcomes[index] = Some(Err(e)),
             }
@@ -300,54 +317,45 @@ impl Handler for PredictorHandler {
                 None => {
                     let answer = failed(format!("unknown model {:?}", request.model));
                     let job = &jobs[request.index];
-                    outcomes[request.index] = Some(
-                        answer.and_then(|a| self.publish(job, request.id, request.created_at, a)),
-                    );
+                    outcomes[request.index] = Some(answer.and_then(|a| {
+                        self.answerer
+                            .publish(job, request.id, request.created_at, a)
+                    }));
                 }
             }
         }
-        let models = match self.models(groups.keys().cloned()).await {
-            Ok(models) => models,
-            Err(e) => {
-                let error = unavailable(&e);
-                for (index, _) in groups.values().flatten() {
-                    outcomes[*index] = Some(Err(error.clone()));
-                }
-                return finish(outcomes);
-            }
-        };
-        let mut work = Vec::new();
+        // One model version at a time: only it (and the cache) is held deserialized.
         for (key, requests) in groups {
-            match models
-                .get(&key)
-                .cloned()
-                .expect("every group's model was looked up")
-            {
-                Ok(model) => work.push((key, model, requests)),
-                Err(reason) => {
-                    for (index, _) in requests {
-                        let (id, created_at) = meta[&index];
-                        outcomes[index] = Some(
-                            failed(reason.clone())
-                                .and_then(|a| self.publish(&jobs[index], id, created_at, a)),
-                        );
+            let model = match self.cache.get(&key) {
+                Some(model) => Ok(model),
+                None => match self.load(&key).await {
+                    Ok(model) => model,
+                    Err(e) => {
+                        let error = unavailable(&e);
+                        for (index, _) in requests {
+                            outcomes[index] = Some(Err(error.clone()));
+                        }
+                        continue;
                     }
-                }
+                },
+            };
+            let answered = match model {
+                Ok(model) => self
+                    .threads
+                    .run(move || predict_group(&key, &model, &requests))
+                    .await
+                    .unwrap_or_else(|Panicked(text)| std::panic::panic_any(text)),
+                Err(reason) => requests
+                    .into_iter()
+                    .map(|(index, _)| (index, failed(reason.clone())))
+                    .collect(),
+            };
+            for (index, answer) in answered {
+                let (id, created_at) = meta[&index];
+                outcomes[index] = Some(
+                    answer.and_then(|a| self.answerer.publish(&jobs[index], id, created_at, a)),
+                );
             }
-        }
-        let answered = self
-            .threads
-            .run(move || {
-                work.iter()
-                    .flat_map(|(key, model, requests)| predict_group(key, model, requests))
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_else(|Panicked(text)| std::panic::panic_any(text));
-        for (index, answer) in answered {
-            let (id, created_at) = meta[&index];
-            outcomes[index] =
-                Some(answer.and_then(|a| self.publish(&jobs[index], id, created_at, a)));
         }
         finish(outcomes)
     }
@@ -358,4 +366,54 @@ fn finish(outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
         .into_iter()
         .map(|outcome| outcome.expect("every job of the batch is answered"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::learn::{train, Algorithm, TrainSpec};
+
+    #[test]
+    fn a_request_of_empty_records_cannot_take_the_memory_its_width_would() {
+        // 150 categories: a width past 100, so each empty record (3 bytes of JSON) would
+        // encode to over 800 bytes.
+        let records: Vec<serde_json::Value> = (0..300)
+            .map(|i| serde_json::json!({"c": format!("cat{}", i % 150), "y": i as f64}))
+            .collect();
+        let data = serde_json::json!({"records": records, "target": "y"}).to_string();
+        let model = train(&TrainSpec {
+            algorithm: Algorithm::DecisionTree,
+            task: None,
+            params: &serde_json::Map::new(),
+            data: &data,
+        })
+        .unwrap()
+        .model;
+        assert!(model.width() > 100, "width {}", model.width());
+        let rows = REQUEST_ENCODED_BYTES / (model.width() * 8) + 1;
+        let huge = format!("{{\"records\": [{}{{}}]}}", "{}, ".repeat(rows - 1));
+        let small = r#"{"records": [{"c": "cat3"}, {}]}"#;
+        let requests = vec![
+            (0, RawValue::from_string(huge).unwrap()),
+            (1, RawValue::from_string(small.to_string()).unwrap()),
+        ];
+        let key = ("wide".to_string(), 1);
+        let mut answers = predict_group(&key, &model, &requests);
+        answers.sort_by_key(|(index, _)| *index);
+        let text = |answer: &Answered| answer.as_ref().unwrap().get().to_string();
+        assert!(
+            text(&answers[0].1).contains("send fewer rows"),
+            "{}",
+            text(&answers[0].1)
+        );
+        let small: PredictOutput = serde_json::from_str(&text(&answers[1].1)).unwrap();
+        assert_eq!(small.predictions.len(), 2);
+    }
+
+    #[test]
+    fn rows_are_counted_without_being_built() {
+        assert_eq!(row_count(r#"{"X": [[1.0], [2.0]]}"#), Some(2));
+        assert_eq!(row_count(r#"{"records": [{}, {}, {}]}"#), Some(3));
+        assert_eq!(row_count(r#"{"X": 5}"#), None);
+    }
 }

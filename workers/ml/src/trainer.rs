@@ -4,21 +4,19 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-use serde_json::value::RawValue;
 use sluice_core::pause::Pause;
-use sluice_core::{Cx, ErrorClass, Handler, HandlerError, Job, Outcome, Output};
+use sluice_core::{Cx, ErrorClass, Handler, HandlerError, Job, Outcome};
 use sluice_db::ml::{ModelRow, NewModel};
 use sluice_messages::ml::{self, Failed, Metric, TrainOutput};
-use sluice_messages::{Envelope, JobResult, Topics};
+use sluice_messages::{Envelope, Topics};
 use sqlx::PgPool;
 
+use crate::answer::Answerer;
 use crate::config::MlConfig;
 use crate::fit::{self, FitError, Fitted};
 
 pub struct TrainerHandler {
-    topics: Topics,
-    instance: String,
+    answerer: Answerer,
     pool: PgPool,
     config: MlConfig,
 }
@@ -26,8 +24,11 @@ pub struct TrainerHandler {
 impl TrainerHandler {
     pub fn new(topics: Topics, instance: String, pool: PgPool, config: MlConfig) -> Self {
         Self {
-            topics,
-            instance,
+            answerer: Answerer {
+                topics,
+                instance,
+                kind: ml::KIND_TRAIN,
+            },
             pool,
             config,
         }
@@ -49,6 +50,13 @@ impl TrainerHandler {
         if let Err(reason) = ml::check_model_name(&name) {
             return Ok(Err(reason));
         }
+        // PostgreSQL's jsonb has no NUL: a column, category or label holding one could be
+        // fitted but never stored (its feature schema) or answered (its predictions).
+        if request.data.get().contains("\\u0000") {
+            return Ok(Err(
+                "the data holds a NUL character (\\u0000), which cannot be stored".into(),
+            ));
+        }
         let data_bytes = request.data.get().len();
         if data_bytes > self.config.max_data_bytes {
             return Ok(Err(format!(
@@ -58,7 +66,8 @@ impl TrainerHandler {
         }
         let stored = self
             .until_written(cx, || sluice_db::ml::model_of_job(&self.pool, envelope.id))
-            .await?;
+            .await?
+            .map_err(|e| HandlerError::transient(ErrorClass::Unavailable, e))?;
         if let Some(stored) = stored {
             return Ok(Ok(stored));
         }
@@ -76,9 +85,13 @@ impl TrainerHandler {
             }
         };
         let model = self.new_model(&name, envelope, &fitted);
-        let stored = self
+        let stored = match self
             .until_written(cx, || sluice_db::ml::register(&self.pool, &model))
-            .await?;
+            .await?
+        {
+            Ok(stored) => stored,
+            Err(refused) => return Ok(Err(format!("the registry refused the model: {refused}"))),
+        };
         tracing::info!(model = %stored.name, version = stored.version, algorithm = %stored.algorithm,
             rows = stored.rows, training_ms = stored.training_ms, "model stored");
         Ok(Ok(stored))
@@ -107,13 +120,18 @@ impl TrainerHandler {
             rows: i64::try_from(report.rows).unwrap_or(i64::MAX),
             training_ms: i64::try_from(fitted.training_ms).unwrap_or(i64::MAX),
             artifact: &fitted.artifact,
-            worker: &self.instance,
+            worker: &self.answerer.instance,
         }
     }
 
     /// Runs a registry query until the database answers: a fit is too dear to throw away
     /// because of an outage, so the job waits here (backing off) rather than in a retry tier.
-    async fn until_written<T, F, Fut>(&self, cx: &Cx, mut query: F) -> Result<T, HandlerError>
+    /// The inner error is the database refusing the data itself, which no wait mends.
+    async fn until_written<T, F, Fut>(
+        &self,
+        cx: &Cx,
+        mut query: F,
+    ) -> Result<Result<T, sqlx::Error>, HandlerError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
@@ -121,7 +139,8 @@ impl TrainerHandler {
         let mut pause = Pause::starting_at(Duration::from_millis(200));
         loop {
             match query().await {
-                Ok(value) => return Ok(value),
+                Ok(value) => return Ok(Ok(value)),
+                Err(e) if sluice_db::pool::refuses_data(&e) => return Ok(Err(e)),
                 Err(e) => {
                     tracing::warn!(error = %e, "model registry unavailable, retrying");
                     if !pause.wait(cx.shutdown()).await {
@@ -130,23 +149,6 @@ impl TrainerHandler {
                 }
             }
         }
-    }
-
-    fn answer(&self, job: &Job, envelope: &Envelope, answer: &RawValue) -> Outcome {
-        let result = JobResult {
-            id: envelope.id,
-            kind: ml::KIND_TRAIN.to_string(),
-            result: answer.to_owned(),
-            worker: self.instance.clone(),
-            attempts: job.attempt,
-            created_at: envelope.created_at,
-            finished_at: Utc::now(),
-        };
-        Ok(vec![Output::json(
-            self.topics.results(),
-            envelope.id.to_string(),
-            &result,
-        )?])
     }
 }
 
@@ -187,6 +189,7 @@ impl Handler for TrainerHandler {
             Err(reason) => serde_json::value::to_raw_value(&Failed::new(reason)),
         }
         .map_err(|e| HandlerError::permanent(ErrorClass::Serialize, e))?;
-        self.answer(job, &envelope, &answer)
+        self.answerer
+            .publish(job, envelope.id, envelope.created_at, answer)
     }
 }

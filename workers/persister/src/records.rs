@@ -212,8 +212,9 @@ fn parse_result(job: &Job) -> Result<ResultRow, HandlerError> {
             .map_err(|e| invalid("question outcome", e))?;
         serde_json::to_string(&outcome).map_err(|e| invalid("question outcome", e))?
     } else {
-        if answer.ok && (result.kind == ml::KIND_PREDICT || result.kind == ml::KIND_TRAIN) {
-            check_ml_answer(text).map_err(|e| invalid(&format!("{} answer", result.kind), e))?;
+        if result.kind == ml::KIND_PREDICT || result.kind == ml::KIND_TRAIN {
+            check_ml_answer(text, answer.ok)
+                .map_err(|e| invalid(&format!("{} answer", result.kind), e))?;
         }
         text.to_string()
     };
@@ -234,20 +235,26 @@ fn parse_result(job: &Job) -> Result<ResultRow, HandlerError> {
     })
 }
 
-/// A model's answer names the version that gave it: the `ml_predictions` view casts it, so
-/// only one an `integer` holds is stored (the rest of the answer is stored as written).
-fn check_ml_answer(text: &str) -> Result<(), String> {
+/// A model's answer names the version that gave it (a failed one may), and the
+/// `ml_predictions` view casts it: only a version an `integer` holds is stored (the rest of the
+/// answer is stored as written).
+fn check_ml_answer(text: &str, ok: bool) -> Result<(), String> {
     #[derive(Deserialize)]
     struct Versioned {
-        model: String,
-        version: i32,
+        model: Option<String>,
+        version: Option<i32>,
     }
     let answer: Versioned = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    ml::check_model_name(&answer.model)?;
-    if answer.version < 1 {
-        return Err(format!("version {} is below 1", answer.version));
+    if ok && (answer.model.is_none() || answer.version.is_none()) {
+        return Err("an answer names its model and version".into());
     }
-    Ok(())
+    if let Some(model) = &answer.model {
+        ml::check_model_name(model)?;
+    }
+    match answer.version {
+        Some(version) if version < 1 => Err(format!("version {version} is below 1")),
+        _ => Ok(()),
+    }
 }
 
 fn parse_part(job: &Job) -> Result<PartRow, HandlerError> {
@@ -438,13 +445,14 @@ mod tests {
 
     #[test]
     fn a_models_answer_must_name_a_version_the_view_can_cast() {
-        assert!(check_ml_answer(
-            r#"{"ok": true, "model": "svm", "version": 3, "predictions": []}"#
-        )
-        .is_ok());
-        assert!(check_ml_answer(r#"{"ok": true, "model": "svm", "version": 3e10}"#).is_err());
-        assert!(check_ml_answer(r#"{"ok": true, "model": "svm", "version": 0}"#).is_err());
-        assert!(check_ml_answer(r#"{"ok": true, "model": "no spaces", "version": 1}"#).is_err());
-        assert!(check_ml_answer(r#"{"ok": true, "predictions": [1.0]}"#).is_err());
+        let check = |text: &str| check_ml_answer(text, true);
+        assert!(check(r#"{"ok": true, "model": "svm", "version": 3, "predictions": []}"#).is_ok());
+        assert!(check(r#"{"ok": true, "model": "svm", "version": 3e10}"#).is_err());
+        assert!(check(r#"{"ok": true, "model": "svm", "version": 0}"#).is_err());
+        assert!(check(r#"{"ok": true, "model": "no spaces", "version": 1}"#).is_err());
+        assert!(check(r#"{"ok": true, "predictions": [1.0]}"#).is_err());
+        let failed = |text: &str| check_ml_answer(text, false);
+        assert!(failed(r#"{"ok": false, "error": "unknown model"}"#).is_ok());
+        assert!(failed(r#"{"ok": false, "error": "x", "version": "abc"}"#).is_err());
     }
 }

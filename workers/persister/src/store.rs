@@ -18,23 +18,10 @@ use sluice_db::{notify, JOBS_CHANNEL};
 use crate::kv::{self, Changelog};
 use crate::records::{Batch, DeadLetterRow, PartRow, Record, ResultRow, WorkerRow};
 
-/// Whether the database refused the data itself (SQLSTATE classes 22, data exceptions, and
-/// 23, integrity violations): the same rows would be refused again. Anything else — a
-/// connection lost, a password rotated, a read-only failover, a permission or a lock timeout —
-/// says nothing about the data and is waited out.
+/// Whether the database refused the data itself ([`sluice_db::pool::refuses_data`]): the same
+/// rows would be refused again; anything else is waited out.
 pub fn is_refused_data(error: &StoreError) -> bool {
-    match error {
-        StoreError::Database(sqlx::Error::Database(db)) => db
-            .code()
-            // 22 data exception, 23 integrity constraint, 54 program limit exceeded (an index
-            // row too large): the same rows fail the same way however often they are retried.
-            .is_some_and(|code| {
-                ["22", "23", "54"]
-                    .iter()
-                    .any(|class| code.starts_with(class))
-            }),
-        _ => false,
-    }
+    matches!(error, StoreError::Database(e) if sluice_db::pool::refuses_data(e))
 }
 
 /// Why a batch was not written.

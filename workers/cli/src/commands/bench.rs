@@ -225,14 +225,17 @@ pub(crate) async fn measure<P: serde::Serialize>(
         .map(|t| (t - started_wall).num_microseconds().unwrap_or(0) as f64 / 1e6)
         .unwrap_or(f64::NAN);
     let (p50, p99) = latencies(app, first, last).await?;
-    let dead: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM jobs WHERE job_id BETWEEN $1 AND $2 AND status = 'dead'",
+    // Dead-lettered, or answered with an error (a failed prediction is an answer too).
+    let (dead, failed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'dead'),
+                count(*) FILTER (WHERE status = 'done' AND error IS NOT NULL)
+         FROM jobs WHERE job_id BETWEEN $1 AND $2",
     )
     .bind(first)
     .bind(last)
     .fetch_one(&app.pool)
     .await?;
-    println!("rows committed: {rows}/{count}, of which dead-lettered: {dead}");
+    println!("rows committed: {rows}/{count}, of which dead-lettered: {dead}, failed: {failed}");
     println!("end to end (first publish to last row committed): {seconds:.2}s");
     println!("latency, created to row committed: p50 {p50:.1} ms, p99 {p99:.1} ms");
     print_timeline(app, first, last, started_wall, seconds).await?;
@@ -248,7 +251,7 @@ pub(crate) async fn measure<P: serde::Serialize>(
         "{what}={rows} seconds={seconds:.2} rate={:.0} p50_ms={p50:.1} p99_ms={p99:.1}",
         rows as f64 / seconds
     );
-    Ok(if rows == count && dead == 0 {
+    Ok(if rows == count && dead == 0 && failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

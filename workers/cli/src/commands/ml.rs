@@ -28,8 +28,8 @@ pub enum MlCommand {
         /// or an array of records) or JSONL (a record per line).
         #[arg(long)]
         data: String,
-        /// The column to predict, for records; by default a JSON file's own "target", else the
-        /// last column.
+        /// The column to predict, for records; by default a JSON file's own "target", or a CSV
+        /// file's last column (JSON records have no column order: name it).
         #[arg(long)]
         target: Option<String>,
         /// The model's name; by default the algorithm's.
@@ -42,7 +42,7 @@ pub enum MlCommand {
         #[arg(long = "param", value_name = "NAME=VALUE")]
         params: Vec<String>,
         /// How long to wait for the model, e.g. 10m.
-        #[arg(long, default_value = "30m", value_parser = sluice_core::config::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = sluice_core::config::parse_duration)]
         timeout: Duration,
     },
     /// Predict with a stored model and print {"predictions": […]}.
@@ -349,15 +349,29 @@ fn training_data(path: &Path, target: Option<&str>) -> Result<Value, String> {
             "{}: a JSON object needs \"X\" and \"y\", or \"records\"",
             path.display()
         )),
-        DataFile::Records { records, columns } => {
-            let target = match target {
-                Some(target) => target.to_string(),
-                None => columns.last().cloned().ok_or_else(|| {
-                    format!(
-                        "{}: no columns; name the target with --target",
+        DataFile::Records {
+            records,
+            columns,
+            ordered,
+        } => {
+            let target = match (target, ordered) {
+                (Some(target), _) => target.to_string(),
+                (None, true) => {
+                    let last = columns.last().cloned().ok_or_else(|| {
+                        format!(
+                            "{}: no columns; name the target with --target",
+                            path.display()
+                        )
+                    })?;
+                    eprintln!("target: {last} (the last column; --target names another)");
+                    last
+                }
+                (None, false) => {
+                    return Err(format!(
+                        "{}: name the column to predict with --target",
                         path.display()
-                    )
-                })?,
+                    ))
+                }
             };
             Ok(json!({"records": records, "target": target}))
         }
@@ -382,10 +396,12 @@ fn prediction_data(path: &Path) -> Result<Value, String> {
 enum DataFile {
     /// A JSON object: `{"X": …}`, `{"records": …}` or one record.
     Object(Map<String, Value>),
-    /// Rows of a CSV, a JSONL file or a JSON array, with the columns in order of appearance.
+    /// Rows of a CSV, a JSONL file or a JSON array, with their columns; `ordered` when the
+    /// file gives the columns an order (a CSV's header; JSON objects have none).
     Records {
         records: Vec<Value>,
         columns: Vec<String>,
+        ordered: bool,
     },
 }
 
@@ -422,7 +438,7 @@ fn read_data(path: &Path) -> Result<DataFile, String> {
     }
 }
 
-/// Records (JSON objects), with their columns in order of first appearance.
+/// Records (JSON objects), with every column any of them has.
 fn records_of(records: Vec<Value>) -> Result<DataFile, String> {
     let mut columns: Vec<String> = Vec::new();
     for (n, record) in records.iter().enumerate() {
@@ -435,7 +451,11 @@ fn records_of(records: Vec<Value>) -> Result<DataFile, String> {
             }
         }
     }
-    Ok(DataFile::Records { records, columns })
+    Ok(DataFile::Records {
+        records,
+        columns,
+        ordered: false,
+    })
 }
 
 /// A CSV with a header row. Each cell becomes JSON: empty is null, `true`/`false` a boolean,
@@ -447,8 +467,13 @@ fn read_csv(text: &str) -> Result<DataFile, String> {
         .headers()
         .map_err(|e| e.to_string())?
         .iter()
-        .map(str::to_string)
+        .map(|name| name.trim().to_string())
         .collect();
+    for (i, name) in columns.iter().enumerate() {
+        if columns[..i].contains(name) {
+            return Err(format!("the header names column {name:?} twice"));
+        }
+    }
     let mut records = Vec::new();
     for (n, row) in reader.records().enumerate() {
         let row = row.map_err(|e| format!("row {}: {e}", n + 1))?;
@@ -459,7 +484,11 @@ fn read_csv(text: &str) -> Result<DataFile, String> {
             .collect();
         records.push(Value::Object(record));
     }
-    Ok(DataFile::Records { records, columns })
+    Ok(DataFile::Records {
+        records,
+        columns,
+        ordered: true,
+    })
 }
 
 fn cell_value(cell: &str) -> Value {

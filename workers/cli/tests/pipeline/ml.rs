@@ -275,6 +275,11 @@ async fn bad_input_fails_its_job_and_the_worker_keeps_serving() {
             json!({"algorithm": "svm", "name": "no spaces allowed", "data": {"X": [[1.0]], "y": [1.0]}}),
             "model name",
         ),
+        (
+            json!({"algorithm": "linear_regression",
+                   "data": {"records": [{"a\u{0}b": 1.0, "y": 2.0}], "target": "y"}}),
+            "NUL",
+        ),
     ];
     let mut ids = Vec::new();
     for (payload, _) in &trainings {
@@ -302,7 +307,7 @@ async fn bad_input_fails_its_job_and_the_worker_keeps_serving() {
         ),
         (
             json!({"model": "svm", "data": {"X": [[{"a": 1}, 2.0]]}}),
-            "",
+            "X row 0, column 0",
         ),
         (
             json!({"model": "nobody", "data": {"X": [[1.0, 2.0]]}}),
@@ -312,7 +317,10 @@ async fn bad_input_fails_its_job_and_the_worker_keeps_serving() {
             json!({"model": "svm", "version": 7, "data": {"X": [[1.0, 2.0]]}}),
             "version 7",
         ),
-        (json!({"model": "svm", "data": {"records": [{"a": 1}]}}), ""),
+        (
+            json!({"model": "svm", "data": {"records": [{"a": 1}]}}),
+            "trained on a matrix",
+        ),
     ];
     let mut predict_ids = Vec::new();
     for (payload, _) in &predictions {
@@ -421,6 +429,44 @@ async fn any_replica_serves_any_model_and_new_versions_need_no_restart() {
     )
     .await;
     assert!((predictions(&pinned)[0] - 10.0).abs() < 1e-6, "{pinned}");
+    // A training job delivered twice stores one version, and answers it both times: a job
+    // published after them on the same partition is answered after both.
+    let train = p.topics.ml_train();
+    let twice = Envelope::new(
+        KIND_TRAIN,
+        json!({"algorithm": "linear_regression", "name": "once",
+               "data": {"X": [[1.0], [2.0], [3.0]], "y": [1.0, 2.0, 3.0]}}),
+    );
+    let after = Envelope::new(
+        KIND_TRAIN,
+        json!({"algorithm": "linear_regression", "name": "after",
+               "data": {"X": [[1.0], [2.0], [3.0]], "y": [1.0, 2.0, 3.0]}}),
+    );
+    for envelope in [&twice, &twice, &after] {
+        p.publish_raw(
+            &train,
+            "same-partition",
+            serde_json::to_vec(envelope).unwrap(),
+        )
+        .await;
+    }
+    eventually(
+        Duration::from_secs(60),
+        "the job after the twice-sent one",
+        || async {
+            let row = sluice_db::queries::job(&p.pool, after.id)
+                .await
+                .ok()
+                .flatten()?;
+            (row.status == "done").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM ml_models WHERE name = 'once'")
+            .await,
+        1
+    );
     let (code, out) = p.sluice(&["ml", "models", "--all"]).await;
     assert_eq!(code, 0);
     assert_eq!(
@@ -458,8 +504,12 @@ fn fit_children(pid: u32) -> Vec<u32> {
 
 #[tokio::test]
 async fn a_long_fit_that_crashes_or_exhausts_memory_fails_alone() {
-    let (p, worker) =
-        ml_pipeline(&[("ML_TRAIN_MEMORY_MB", "300"), ("TRAINER_IN_FLIGHT", "1")]).await;
+    let (p, worker) = ml_pipeline(&[
+        ("ML_TRAIN_MEMORY_MB", "300"),
+        ("TRAINER_IN_FLIGHT", "1"),
+        ("ML_TRAIN_TIME_LIMIT", "20s"),
+    ])
+    .await;
     let train = p.topics.ml_train();
     let (code, _) = ml(
         &p,
@@ -474,7 +524,8 @@ async fn a_long_fit_that_crashes_or_exhausts_memory_fails_alone() {
     assert_eq!(code, 0);
     let pid = p.pid(worker);
 
-    // A fit far longer than the test, and one queued behind it (one fit at a time).
+    // A fit far longer than the test, and one queued behind it (one fit at a time; one key, so
+    // one partition: they start in this order).
     let x: Vec<Vec<f64>> = (0..400)
         .map(|i| vec![(i % 17) as f64, (i % 5) as f64])
         .collect();
@@ -482,19 +533,30 @@ async fn a_long_fit_that_crashes_or_exhausts_memory_fails_alone() {
     let long = json!({"algorithm": "mlp", "params": {"epochs": 100_000, "patience": 100_000,
                       "min_steps": 10_000_000, "hidden": [64, 64]},
                       "data": {"X": x, "y": y}});
-    let long_id = publish(&p, &train, KIND_TRAIN, long.clone()).await;
-    let queued_id = publish(&p, &train, KIND_TRAIN, long).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let envelope = Envelope::new(KIND_TRAIN, long.clone());
+        p.publish_raw(&train, "long", serde_json::to_vec(&envelope).unwrap())
+            .await;
+        ids.push(envelope.id);
+    }
+    let (long_id, queued_id) = (ids[0], ids[1]);
     let child = eventually(Duration::from_secs(30), "a fit process", || async {
         fit_children(pid).first().copied()
     })
     .await;
 
     // Meanwhile predictions are answered, each quickly, and heartbeats keep coming.
-    let seen_before: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT last_seen FROM workers WHERE role = 'predictor'")
-            .fetch_one(&p.pool)
-            .await
-            .unwrap();
+    let last_seen = || async {
+        let seen: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT last_seen FROM workers WHERE role IN ('trainer', 'predictor') ORDER BY role",
+        )
+        .fetch_all(&p.pool)
+        .await
+        .unwrap();
+        seen
+    };
+    let seen_before = last_seen().await;
     for _ in 0..5 {
         let started = std::time::Instant::now();
         let (code, predicted) = ml(
@@ -518,14 +580,14 @@ async fn a_long_fit_that_crashes_or_exhausts_memory_fails_alone() {
             "TRAINER_IN_FLIGHT=1 runs one fit at a time"
         );
     }
-    let seen_after: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT last_seen FROM workers WHERE role = 'predictor'")
-            .fetch_one(&p.pool)
-            .await
-            .unwrap();
+    let seen_after = last_seen().await;
+    assert_eq!(seen_after.len(), 2);
     assert!(
-        seen_after > seen_before,
-        "heartbeats stopped during the fit"
+        seen_after
+            .iter()
+            .zip(&seen_before)
+            .all(|(after, before)| after > before),
+        "heartbeats of both stages go on during the fit: {seen_before:?} then {seen_after:?}"
     );
 
     // The fit's process crashes: its job fails, nothing else does.
@@ -535,16 +597,9 @@ async fn a_long_fit_that_crashes_or_exhausts_memory_fails_alone() {
         .unwrap();
     let error = failure(&p, long_id).await;
     assert!(error.contains("killed"), "{error}");
-    // The queued one starts next; stopped the same way.
-    let next = eventually(Duration::from_secs(30), "the queued fit", || async {
-        fit_children(pid).first().copied().filter(|c| *c != child)
-    })
-    .await;
-    std::process::Command::new("kill")
-        .args(["-KILL", &next.to_string()])
-        .status()
-        .unwrap();
-    failure(&p, queued_id).await;
+    // The queued one starts next, and is stopped at ML_TRAIN_TIME_LIMIT.
+    let error = failure(&p, queued_id).await;
+    assert!(error.contains("ML_TRAIN_TIME_LIMIT"), "{error}");
 
     // A fit past ML_TRAIN_MEMORY_MB fails alone too.
     let greedy = json!({"algorithm": "mlp", "params": {"hidden": [4096, 4096, 4096]},

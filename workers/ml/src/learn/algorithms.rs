@@ -108,7 +108,7 @@ impl Config {
     ) -> Result<Config, LearnError> {
         Ok(match algorithm {
             Algorithm::LinearRegression => Config::Linear {
-                solver: params.choice("solver", "svd", &["svd", "qr"])?,
+                solver: params.choice("solver", "cholesky", &["cholesky", "qr"])?,
             },
             Algorithm::LogisticRegression => Config::Logistic {
                 alpha: params.number("alpha", 1.0, -f64::MIN_POSITIVE, 1e12)?,
@@ -128,9 +128,9 @@ impl Config {
                     kernel,
                     c: params.number("c", 1.0, 0.0, 1e9)?,
                     tol: params.number("tol", 1e-3, 0.0, 1.0)?,
-                    epochs: params.int("epochs", 2, 1, 100)?,
                     epsilon,
-                    seed: seed(params)?,
+                    cache_bytes: params.int("cache_mb", 256, 1, 1 << 20)? << 20,
+                    shrinking: params.boolean("shrinking", true)?,
                 })
             }
             Algorithm::DecisionTree => Config::Tree(tree(params, task)?),
@@ -148,11 +148,16 @@ impl Config {
                     max_features,
                 })
             }
-            Algorithm::Knn => Config::Knn(KnnConfig {
-                k: params.int("k", 5, 1, 10_000)?,
-                weights: params.choice("weights", "uniform", &["uniform", "distance"])?,
-                search: params.choice("search", "cover_tree", &["cover_tree", "linear"])?,
-            }),
+            Algorithm::Knn => {
+                // As scikit-learn's "auto": above 15 features a tree prunes too little to pay
+                // for its construction, and brute force has nothing to build.
+                let search = if width > 15 { "linear" } else { "cover_tree" };
+                Config::Knn(KnnConfig {
+                    k: params.int("k", 5, 1, 10_000)?,
+                    weights: params.choice("weights", "uniform", &["uniform", "distance"])?,
+                    search: params.choice("search", search, &["cover_tree", "linear"])?,
+                })
+            }
             Algorithm::NaiveBayes => Config::Bayes {
                 var_smoothing: params.number("var_smoothing", 1e-9, -f64::MIN_POSITIVE, 1.0)?,
             },
@@ -180,10 +185,6 @@ impl Config {
             Config::Forest(f) => {
                 f.n_trees = f.n_trees.min(30);
                 Some(serde_json::json!({"n_trees": f.n_trees}))
-            }
-            Config::Svm(s) => {
-                s.epochs = 1;
-                Some(serde_json::json!({"epochs": 1}))
             }
             Config::Mlp(m) => {
                 m.epochs = m.epochs.min(50);

@@ -34,6 +34,8 @@ pub mod target;
 #[cfg(test)]
 mod tests;
 
+use std::time::Instant;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use smartcore::linalg::basic::matrix::DenseMatrix;
@@ -67,18 +69,21 @@ impl Task {
 /// any of them sees them (see [`features`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
-    /// Ordinary least squares (smartcore `LinearRegression`); regression only.
-    /// - `solver`: `"svd"` (default) or `"qr"`.
+    /// Ordinary least squares, its own solver (see `linear.rs`); regression only.
+    /// - `solver`: `"cholesky"` (default: the normal equations, falling back to QR when they
+    ///   are singular) or `"qr"` (Householder with column pivoting). Dependent columns get
+    ///   weight 0.
     LinearRegression,
     /// L2-penalized logistic regression, multinomial for more than two classes (smartcore
     /// `LogisticRegression`, L-BFGS); classification only.
     /// - `alpha`: the L2 penalty, default 1.0 (scikit-learn's C = 1 / alpha), ≥ 0.
     LogisticRegression,
-    /// A support vector machine (smartcore `SVC`, one-vs-one for more than two classes, or
-    /// `SVR`).
-    /// - `kernel`: `"rbf"` (default) or `"linear"`; `gamma` (rbf): default 1 / features.
-    /// - `c`: default 1.0; `tol`: default 0.001; `epochs`: LASVM passes, default 2;
-    ///   `seed`: default 0.
+    /// A support vector machine: C-SVC (one-vs-one for more than two classes) or ε-SVR, fitted
+    /// by its own SMO solver (libsvm's algorithm; see `svm.rs` for why not smartcore's).
+    /// - `kernel`: `"rbf"` (default) or `"linear"`; `gamma` (rbf): default 1 / features
+    ///   (scikit-learn's `"scale"` on standardized features).
+    /// - `c`: default 1.0; `tol`: the stopping tolerance on the optimality gap, default 0.001;
+    ///   `cache_mb`: the kernel-row cache, default 256 (MiB); `shrinking`: default true.
     /// - `epsilon` (regression): default 0.1, in standard deviations of the target (the SVR
     ///   fits a standardized target).
     Svm,
@@ -96,7 +101,8 @@ pub enum Algorithm {
     RandomForest,
     /// k nearest neighbours, Euclidean (smartcore `KNNClassifier` / `KNNRegressor`).
     /// - `k`: default 5 (capped at the training rows); `weights`: `"uniform"` (default) or
-    ///   `"distance"`; `search`: `"cover_tree"` (default) or `"linear"`.
+    ///   `"distance"`; `search`: `"cover_tree"` or `"linear"` (brute force); default linear above 15
+    ///   features, as scikit-learn's `"auto"`, a cover tree otherwise.
     Knn,
     /// Gaussian naive Bayes (its own, see `bayes.rs` for why not smartcore's); classification
     /// only.
@@ -205,6 +211,11 @@ pub struct Report {
     /// `winner`, the winner's parameters.
     pub params: Map<String, Value>,
     pub metric: Metric,
+    /// Wall time of fitting, in milliseconds: the preprocessing's fit and transform plus the
+    /// estimator's fit (for auto its whole cross-validation and the winner's refit). Reading
+    /// the data object and measuring the training metric are not counted, so that it compares
+    /// with scikit-learn's `StandardScaler().fit_transform` + `fit`.
+    pub fit_ms: u64,
     /// Auto only: every candidate, in the order tried.
     pub leaderboard: Option<Vec<LeaderboardEntry>>,
 }
@@ -395,52 +406,58 @@ pub fn train(spec: &TrainSpec) -> Result<Trained, LearnError> {
         }
     };
     let (task, targets) = target::read(y_raw, spec.algorithm, spec.task, &name)?;
+    let started = Instant::now();
     let (preprocessor, x) = Preprocessor::fit(&data)?;
     let rows = data.rows();
     let labels = match &targets {
         target::Targets::Classes { labels, .. } => Some(labels.clone()),
         target::Targets::Values(_) => None,
     };
-    let (algorithm, estimator, params, metric, leaderboard) = if spec.algorithm == Algorithm::Auto {
-        let (outcome, effective) = auto::run(task, spec.params, &x, &targets)?;
-        let metric = Metric {
-            name: metrics::name(task),
-            value: outcome.metric,
-            on: "cross_validation",
+    let (algorithm, estimator, params, metric, leaderboard, fit_ms) =
+        if spec.algorithm == Algorithm::Auto {
+            let (outcome, effective) = auto::run(task, spec.params, &x, &targets)?;
+            let fit_ms = elapsed_ms(started);
+            let metric = Metric {
+                name: metrics::name(task),
+                value: outcome.metric,
+                on: "cross_validation",
+            };
+            (
+                format!("auto:{}", outcome.winner.as_str()),
+                outcome.estimator,
+                effective,
+                metric,
+                Some(outcome.leaderboard),
+                fit_ms,
+            )
+        } else {
+            let mut params = Params::new(spec.params);
+            let config = Config::parse(spec.algorithm, task, &mut params, x.width())?;
+            let effective = params.finish(spec.algorithm.as_str())?;
+            let estimator = config.fit(&x, &targets)?;
+            let fit_ms = elapsed_ms(started);
+            // At most TRAINING_METRIC_ROWS rows, evenly spread: predicting every training row
+            // would cost a nearest-neighbour or kernel model more than its fit.
+            let step = x.rows().div_ceil(TRAINING_METRIC_ROWS).max(1);
+            let sample: Vec<usize> = (0..x.rows()).step_by(step).collect();
+            let value = metrics::score(
+                &targets.select(&sample),
+                &estimator.predict(&x.select(&sample))?,
+            );
+            let metric = Metric {
+                name: metrics::name(task),
+                value,
+                on: "training",
+            };
+            (
+                spec.algorithm.as_str().to_string(),
+                estimator,
+                effective,
+                metric,
+                None,
+                fit_ms,
+            )
         };
-        (
-            format!("auto:{}", outcome.winner.as_str()),
-            outcome.estimator,
-            effective,
-            metric,
-            Some(outcome.leaderboard),
-        )
-    } else {
-        let mut params = Params::new(spec.params);
-        let config = Config::parse(spec.algorithm, task, &mut params, x.width())?;
-        let effective = params.finish(spec.algorithm.as_str())?;
-        let estimator = config.fit(&x, &targets)?;
-        // At most TRAINING_METRIC_ROWS rows, evenly spread: predicting every training row
-        // would cost a nearest-neighbour or kernel model more than its fit.
-        let step = x.rows().div_ceil(TRAINING_METRIC_ROWS).max(1);
-        let sample: Vec<usize> = (0..x.rows()).step_by(step).collect();
-        let value = metrics::score(
-            &targets.select(&sample),
-            &estimator.predict(&x.select(&sample))?,
-        );
-        let metric = Metric {
-            name: metrics::name(task),
-            value,
-            on: "training",
-        };
-        (
-            spec.algorithm.as_str().to_string(),
-            estimator,
-            effective,
-            metric,
-            None,
-        )
-    };
     let features = preprocessor.schema();
     let model = Model {
         version: ARTIFACT_VERSION,
@@ -459,7 +476,12 @@ pub fn train(spec: &TrainSpec) -> Result<Trained, LearnError> {
             features,
             params,
             metric,
+            fit_ms,
             leaderboard,
         },
     })
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

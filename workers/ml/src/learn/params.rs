@@ -105,6 +105,22 @@ impl<'a> Params<'a> {
         Ok(value)
     }
 
+    /// `true` or `false`.
+    pub(crate) fn boolean(
+        &mut self,
+        name: &'static str,
+        default: bool,
+    ) -> Result<bool, LearnError> {
+        let value = match self.take(name) {
+            None => default,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                LearnError::param(format!("{name} must be true or false, not {}", shown(v)))
+            })?,
+        };
+        self.record(name, Value::from(value));
+        Ok(value)
+    }
+
     /// One of `choices`.
     pub(crate) fn choice(
         &mut self,

@@ -46,7 +46,7 @@ fn linear_regression_extrapolates_the_line_exactly() {
     assert_eq!(report.task, Task::Regression);
     assert_eq!(report.metric.name, "r2");
     assert!((report.metric.value - 1.0).abs() < 1e-9);
-    assert_eq!(report.params["solver"], "svd");
+    assert_eq!(report.params["solver"], "cholesky");
     assert_eq!(report.features, json!({"features": 1}));
 }
 
