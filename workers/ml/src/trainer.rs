@@ -118,7 +118,7 @@ impl TrainerHandler {
             }),
             leaderboard: report.leaderboard.as_ref(),
             rows: i64::try_from(report.rows).unwrap_or(i64::MAX),
-            training_ms: i64::try_from(fitted.training_ms).unwrap_or(i64::MAX),
+            training_ms: i64::try_from(report.fit_ms).unwrap_or(i64::MAX),
             artifact: &fitted.artifact,
             worker: &self.answerer.instance,
         }

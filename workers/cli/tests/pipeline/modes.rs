@@ -398,3 +398,69 @@ async fn in_place_retries_stop_when_their_partition_is_revoked() {
     first_stage.await.unwrap().unwrap();
     second_stage.await.unwrap().unwrap();
 }
+
+/// Records the count and bytes of every batch it is given, slowly, so that messages pile up
+/// meanwhile.
+struct BatchSizes {
+    sizes: Arc<Mutex<Vec<(usize, usize)>>>,
+}
+
+impl Handler for BatchSizes {
+    async fn handle(&self, _job: &Job, _cx: &Cx) -> Outcome {
+        Ok(vec![])
+    }
+
+    async fn handle_batch(&self, jobs: &[Job], _cx: &Cx) -> Vec<Outcome> {
+        let bytes = jobs.iter().map(|j| j.payload.len()).sum();
+        self.sizes.lock().unwrap().push((jobs.len(), bytes));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        jobs.iter().map(|_| Ok(vec![])).collect()
+    }
+}
+
+#[tokio::test]
+async fn batches_are_bounded_by_bytes_as_well_as_by_count() {
+    let p = TestPipeline::spawn(Options::no_workers()).await;
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let handler = BatchSizes {
+        sizes: sizes.clone(),
+    };
+    let execution = Execution::Batches {
+        max: 1_000,
+        wait: Duration::from_millis(200),
+        in_flight: 1,
+    };
+    let stage = p
+        .run_in_process(
+            Stage::new("big", vec![p.topics.compute_jobs()], execution),
+            test_worker("big"),
+            handler,
+        )
+        .await;
+    p.wait_live("big", 1).await;
+    // 48 messages of 1 MiB: one batch of them all would be three times the bound.
+    const MESSAGE: usize = 1024 * 1024;
+    for _ in 0..48 {
+        p.publish_raw(
+            &p.topics.compute_jobs(),
+            "one-partition",
+            vec![b'x'; MESSAGE],
+        )
+        .await;
+    }
+    let handled = || sizes.lock().unwrap().iter().map(|(n, _)| n).sum::<usize>();
+    eventually(Duration::from_secs(60), "48 messages handled", || async {
+        (handled() >= 48).then_some(())
+    })
+    .await;
+    let sizes = sizes.lock().unwrap().clone();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    for (count, bytes) in &sizes {
+        assert!(
+            *bytes <= 16 * MESSAGE,
+            "a batch of {count} messages held {bytes} bytes: {sizes:?}"
+        );
+    }
+    p.shutdown.cancel();
+    stage.await.unwrap().unwrap();
+}

@@ -129,7 +129,9 @@ impl Config {
                     c: params.number("c", 1.0, 0.0, 1e9)?,
                     tol: params.number("tol", 1e-3, 0.0, 1.0)?,
                     epsilon,
-                    cache_bytes: params.int("cache_mb", 256, 1, 1 << 20)? << 20,
+                    cache_bytes: params
+                        .int("cache_mb", 256, 1, 1 << 20)?
+                        .saturating_mul(1 << 20),
                     shrinking: params.boolean("shrinking", true)?,
                 })
             }

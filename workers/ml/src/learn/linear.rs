@@ -114,7 +114,7 @@ fn normal_equations(x: &Encoded, y: &[f64], means: &[f64], y_mean: f64) -> Optio
         for k in 0..j {
             pivot -= a[j * d + k] * a[j * d + k];
         }
-        if !(pivot > RANK_TOLERANCE * largest) {
+        if pivot.is_nan() || pivot <= RANK_TOLERANCE * largest {
             return None;
         }
         let pivot = pivot.sqrt();
@@ -167,7 +167,7 @@ fn pivoted_qr(x: &Encoded, y: &[f64], means: &[f64], y_mean: f64) -> Vec<f64> {
         norms.swap(k, p);
         order.swap(k, p);
         let alpha = dot(&a[k][k..], &a[k][k..]).sqrt();
-        if !(alpha > RANK_TOLERANCE * largest) {
+        if alpha.is_nan() || alpha <= RANK_TOLERANCE * largest {
             break;
         }
         rank += 1;
@@ -305,7 +305,12 @@ mod tests {
         let chol = Linear::fit(&x, &y, "cholesky").unwrap();
         let qr = Linear::fit(&x, &y, "qr").unwrap();
         for (w, q) in chol.weights.iter().zip(&qr.weights) {
-            assert!((w - q).abs() < 1e-9, "{:?} vs {:?}", chol.weights, qr.weights);
+            assert!(
+                (w - q).abs() < 1e-9,
+                "{:?} vs {:?}",
+                chol.weights,
+                qr.weights
+            );
         }
         assert!((chol.intercept - qr.intercept).abs() < 1e-9);
         assert!((chol.weights[0] - 2.0).abs() < 0.05 && (chol.weights[1] + 3.0).abs() < 0.05);

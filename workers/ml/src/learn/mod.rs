@@ -101,8 +101,8 @@ pub enum Algorithm {
     RandomForest,
     /// k nearest neighbours, Euclidean (smartcore `KNNClassifier` / `KNNRegressor`).
     /// - `k`: default 5 (capped at the training rows); `weights`: `"uniform"` (default) or
-    ///   `"distance"`; `search`: `"cover_tree"` or `"linear"` (brute force); default linear above 15
-    ///   features, as scikit-learn's `"auto"`, a cover tree otherwise.
+    ///   `"distance"`; `search`: `"cover_tree"` or `"linear"` (brute force), by default
+    ///   linear above 15 features (as scikit-learn's `"auto"`), a cover tree otherwise.
     Knn,
     /// Gaussian naive Bayes (its own, see `bayes.rs` for why not smartcore's); classification
     /// only.

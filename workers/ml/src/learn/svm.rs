@@ -366,13 +366,7 @@ impl Solver<'_, '_> {
         }
         for (t, kt) in [(i, ki), (j, kj)] {
             let was = self.bound[t];
-            let now = if self.alpha[t] >= c {
-                Bound::Upper
-            } else if self.alpha[t] <= 0.0 {
-                Bound::Lower
-            } else {
-                Bound::Free
-            };
+            let now = self.bound_of(self.alpha[t]);
             self.bound[t] = now;
             if (was == Bound::Upper) != (now == Bound::Upper) {
                 let sign = if now == Bound::Upper { c } else { -c } * y[t];
@@ -456,9 +450,9 @@ impl Solver<'_, '_> {
         let y = &self.dual.y;
         let (mut upper, mut lower) = (f64::INFINITY, f64::NEG_INFINITY);
         let (mut free, mut sum) = (0usize, 0.0);
-        for t in 0..self.alpha.len() {
-            let yg = y[t] * self.g[t];
-            match (self.bound_of(self.alpha[t]), y[t] > 0.0) {
+        for ((&yt, &gt), &bound) in y.iter().zip(&self.g).zip(&self.bound) {
+            let yg = yt * gt;
+            match (bound, yt > 0.0) {
                 (Bound::Upper, false) | (Bound::Lower, true) => upper = upper.min(yg),
                 (Bound::Upper, true) | (Bound::Lower, false) => lower = lower.max(yg),
                 (Bound::Free, _) => {
