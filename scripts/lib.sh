@@ -65,11 +65,11 @@ ensure_python_worker() {
 # times), in a virtual environment made once; sets SLUICE_SKLEARN_PYTHON.
 ensure_sklearn() {
   local venv=${SLUICE_SKLEARN_VENV:-$HOME/.cache/sluice/sklearn}
-  if ! "$venv/bin/python" -c 'import sklearn' 2>/dev/null; then
-    log "installing scikit-learn in $venv"
+  if ! "$venv/bin/python" -c "import sklearn, pandas" 2>/dev/null; then
+    log "installing scikit-learn and pandas in $venv"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check scikit-learn
+    "$venv/bin/pip" install --quiet --disable-pip-version-check scikit-learn pandas
   fi
   SLUICE_SKLEARN_PYTHON=$venv/bin/python
 }
