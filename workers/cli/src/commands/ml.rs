@@ -535,4 +535,31 @@ mod tests {
         assert_eq!(params["kernel"], json!("rbf"));
         assert!(parse_params(&["oops".into()]).is_err());
     }
+
+    #[test]
+    fn records_without_a_column_order_need_a_target_and_csv_headers_are_trimmed() {
+        let dir = std::env::temp_dir().join(format!("sluice-ml-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let jsonl = dir.join("houses.jsonl");
+        std::fs::write(
+            &jsonl,
+            "{\"size\": 1, \"price\": 2}\n{\"size\": 2, \"price\": 4}\n",
+        )
+        .unwrap();
+        assert!(training_data(&jsonl, None)
+            .unwrap_err()
+            .contains("--target"));
+        assert_eq!(
+            training_data(&jsonl, Some("price")).unwrap()["target"],
+            "price"
+        );
+        let csv = dir.join("houses.csv");
+        std::fs::write(&csv, "size, price\n1,2\n2,4\n").unwrap();
+        let data = training_data(&csv, None).unwrap();
+        assert_eq!(data["target"], "price", "the last column, its name trimmed");
+        assert_eq!(data["records"][0]["price"], json!(2.0));
+        std::fs::write(&csv, "a,a\n1,2\n").unwrap();
+        assert!(training_data(&csv, None).unwrap_err().contains("twice"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -40,6 +40,11 @@ async fn ml(p: &TestPipeline, args: &[&str]) -> (i32, Value) {
     (code, value)
 }
 
+/// `sluice ml predict MODEL --data FILE` (a repository path, or an absolute one).
+async fn predict(p: &TestPipeline, model: &str, file: &str) -> (i32, Value) {
+    ml(p, &["predict", model, "--data", &repo_file(file)]).await
+}
+
 fn predictions(value: &Value) -> Vec<f64> {
     value["predictions"]
         .as_array()
@@ -63,7 +68,7 @@ async fn seed_000_examples_train_and_predict_through_the_pipeline() {
     assert_eq!(trained["model"], "linear_regression");
     assert_eq!(trained["version"], 1);
     assert_eq!(trained["task"], "regression");
-    let (code, predicted) = ml(&p, &["predict", "linear_regression", "--data", &line_x]).await;
+    let (code, predicted) = predict(&p, "linear_regression", &line_x).await;
     assert_eq!(code, 0, "{predicted}");
     let got = predictions(&predicted);
     assert!(
@@ -77,7 +82,7 @@ async fn seed_000_examples_train_and_predict_through_the_pipeline() {
         (0, &json!("regression")),
         "{trained}"
     );
-    let (_, predicted) = ml(&p, &["predict", "mlp", "--data", &line_x]).await;
+    let (_, predicted) = predict(&p, "mlp", &line_x).await;
     let got = predictions(&predicted);
     for (got, want) in got.iter().zip([10.0, 12.0]) {
         assert!(
@@ -90,7 +95,7 @@ async fn seed_000_examples_train_and_predict_through_the_pipeline() {
         let (code, trained) = ml(&p, &["train", algorithm, "--data", &classes]).await;
         assert_eq!(code, 0, "{algorithm}: {trained}");
         assert_eq!(trained["task"], "classification", "{algorithm}");
-        let (code, predicted) = ml(&p, &["predict", algorithm, "--data", &classes_x]).await;
+        let (code, predicted) = predict(&p, algorithm, &classes_x).await;
         assert_eq!(code, 0, "{algorithm}: {predicted}");
         // The classes come back as the target gave them: 0.0 and 1.0.
         assert_eq!(predicted, json!({"predictions": [0.0, 1.0]}), "{algorithm}");
@@ -145,16 +150,7 @@ async fn seed_001_payload_predicts_with_a_model_of_the_tabular_sample() {
     let accuracy = trained["metric"]["value"].as_f64().unwrap();
     assert!(accuracy > 0.6, "training accuracy {accuracy}");
     // The seed's /predict payload, as it is.
-    let (code, predicted) = ml(
-        &p,
-        &[
-            "predict",
-            "listings",
-            "--data",
-            &repo_file("data/listing.json"),
-        ],
-    )
-    .await;
+    let (code, predicted) = predict(&p, "listings", "data/listing.json").await;
     assert_eq!(code, 0, "{predicted}");
     let got = predicted["predictions"].as_array().unwrap();
     assert_eq!(got.len(), 1);
@@ -183,16 +179,7 @@ async fn seed_001_payload_predicts_with_a_model_of_the_tabular_sample() {
         .as_array()
         .expect("auto has a leaderboard");
     assert!(board.len() >= 6, "{trained}");
-    let (code, predicted) = ml(
-        &p,
-        &[
-            "predict",
-            "listings-auto",
-            "--data",
-            &repo_file("data/listing.json"),
-        ],
-    )
-    .await;
+    let (code, predicted) = predict(&p, "listings-auto", "data/listing.json").await;
     assert_eq!(code, 0, "{predicted}");
     assert!(predicted["predictions"][0].is_boolean());
 }
@@ -224,7 +211,7 @@ async fn failure(p: &TestPipeline, id: Uuid) -> String {
 async fn bad_input_fails_its_job_and_the_worker_keeps_serving() {
     let (p, worker) = ml_pipeline(&[("ML_MAX_DATA_BYTES", "20000")]).await;
     let train = p.topics.ml_train();
-    let predict = p.topics.ml_predict();
+    let predict_topic = p.topics.ml_predict();
     let (code, _) = ml(
         &p,
         &[
@@ -324,7 +311,7 @@ async fn bad_input_fails_its_job_and_the_worker_keeps_serving() {
     ];
     let mut predict_ids = Vec::new();
     for (payload, _) in &predictions {
-        predict_ids.push(publish(&p, &predict, KIND_PREDICT, payload.clone()).await);
+        predict_ids.push(publish(&p, &predict_topic, KIND_PREDICT, payload.clone()).await);
     }
     let mut errors = Vec::new();
     for id in &ids {
@@ -353,16 +340,7 @@ async fn bad_input_fails_its_job_and_the_worker_keeps_serving() {
     assert_eq!(p.count("SELECT count(*) FROM dead_letters").await, 0);
     // Still serving.
     assert!(p.is_running(worker));
-    let (code, predicted) = ml(
-        &p,
-        &[
-            "predict",
-            "svm",
-            "--data",
-            &repo_file("examples/ml/two-classes-predict.json"),
-        ],
-    )
-    .await;
+    let (code, predicted) = predict(&p, "svm", "examples/ml/two-classes-predict.json").await;
     assert_eq!((code, predicted), (0, json!({"predictions": [0.0, 1.0]})));
 }
 
@@ -387,7 +365,7 @@ async fn any_replica_serves_any_model_and_new_versions_need_no_restart() {
     // The replica that trained it goes; another, which never saw it, serves it.
     p.kill(first);
     let second = p.start("sluice-ml");
-    let (code, predicted) = ml(&p, &["predict", "doubler", "--data", &line_x]).await;
+    let (code, predicted) = predict(&p, "doubler", &line_x).await;
     assert_eq!(code, 0, "{predicted}");
     assert!((predictions(&predicted)[0] - 10.0).abs() < 1e-6);
     let served_by: String = sqlx::query_scalar(
@@ -418,7 +396,7 @@ async fn any_replica_serves_any_model_and_new_versions_need_no_restart() {
     )
     .await;
     assert_eq!((code, &trained["version"]), (0, &json!(2)), "{trained}");
-    let (_, predicted) = ml(&p, &["predict", "doubler", "--data", &line_x]).await;
+    let (_, predicted) = predict(&p, "doubler", &line_x).await;
     assert!(
         (predictions(&predicted)[0] - 15.0).abs() < 1e-6,
         "{predicted}"
@@ -559,16 +537,8 @@ async fn a_long_fit_that_crashes_or_exhausts_memory_fails_alone() {
     let seen_before = last_seen().await;
     for _ in 0..5 {
         let started = std::time::Instant::now();
-        let (code, predicted) = ml(
-            &p,
-            &[
-                "predict",
-                "linear_regression",
-                "--data",
-                &repo_file("examples/ml/line-predict.json"),
-            ],
-        )
-        .await;
+        let (code, predicted) =
+            predict(&p, "linear_regression", "examples/ml/line-predict.json").await;
         assert_eq!(code, 0, "{predicted}");
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -609,15 +579,6 @@ async fn a_long_fit_that_crashes_or_exhausts_memory_fails_alone() {
     assert!(error.contains("out of memory"), "{error}");
 
     assert!(p.is_running(worker));
-    let (code, predicted) = ml(
-        &p,
-        &[
-            "predict",
-            "linear_regression",
-            "--data",
-            &repo_file("examples/ml/line-predict.json"),
-        ],
-    )
-    .await;
+    let (code, predicted) = predict(&p, "linear_regression", "examples/ml/line-predict.json").await;
     assert_eq!(code, 0, "{predicted}");
 }
