@@ -132,18 +132,32 @@ pub struct Failed {
     pub error: String,
 }
 
+/// Longest error kept in a failed job's answer, in characters: a reason may quote its input
+/// (a parameter's name, a category), which may be long.
+pub const MAX_ERROR_CHARS: usize = 1_000;
+
 impl Failed {
     pub fn new(error: impl Into<String>) -> Self {
-        Self {
-            ok: false,
-            error: error.into(),
+        let mut error = error.into();
+        if let Some((cut, _)) = error.char_indices().nth(MAX_ERROR_CHARS) {
+            error.truncate(cut);
+            error.push('…');
         }
+        Self { ok: false, error }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_keeps_the_start_of_a_long_reason() {
+        let failed = Failed::new("é".repeat(5_000));
+        assert_eq!(failed.error.chars().count(), MAX_ERROR_CHARS + 1);
+        assert!(failed.error.ends_with('…'));
+        assert_eq!(Failed::new("short").error, "short");
+    }
 
     #[test]
     fn model_names_are_checked() {
