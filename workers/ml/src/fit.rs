@@ -260,6 +260,10 @@ fn fit_here(payload: &[u8]) -> Result<(Header, Vec<u8>), String> {
     })
     .map_err(|e| e.to_string())?;
     let artifact = trained.model.to_bytes().map_err(|e| e.to_string())?;
+    // A model stored is one a worker can load: a value serialization cannot carry (a leaf
+    // mean past f64's range is written null) fails the job now, not every prediction later.
+    learn::Model::from_bytes(&artifact)
+        .map_err(|e| format!("the fitted model cannot be stored: {e}"))?;
     let report = serde_json::to_value(&trained.report)
         .and_then(serde_json::from_value::<FitReport>)
         .map_err(|e| format!("the fit's report is incomplete: {e}"))?;

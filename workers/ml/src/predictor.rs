@@ -157,7 +157,7 @@ const REQUEST_ENCODED_BYTES: usize = 64 * 1024 * 1024;
 const CHUNK_ENCODED_BYTES: usize = 16 * 1024 * 1024;
 
 /// How many rows a request's data holds, read without building them; `None` when it is not
-/// one of the shapes (encoding then says what is wrong).
+/// one of the shapes, or names one twice.
 fn row_count(data: &str) -> Option<usize> {
     #[derive(Deserialize)]
     struct Shape {
@@ -219,19 +219,30 @@ fn predict_group(
         chunk.clear();
     };
     for (index, data) in requests {
-        if let Some(rows) = row_count(data.get()) {
-            if rows.saturating_mul(row_bytes) > REQUEST_ENCODED_BYTES {
-                answers.push((
-                    *index,
-                    failed(format!(
-                        "the request has {rows} rows of {} features: over the {} MiB a request \
-                         may take encoded; send fewer rows",
-                        model.width(),
-                        REQUEST_ENCODED_BYTES >> 20
-                    )),
-                ));
-                continue;
-            }
+        // Counted before anything is built, and refused unless countable: a shape the count
+        // cannot read (a key given twice, which the model's reader would append) could hold
+        // any number of rows.
+        let Some(rows) = row_count(data.get()) else {
+            answers.push((
+                *index,
+                failed(
+                    "invalid data: send {\"X\": [[...]]} or {\"records\": [{...}]}, each key once"
+                        .into(),
+                ),
+            ));
+            continue;
+        };
+        if rows.saturating_mul(row_bytes) > REQUEST_ENCODED_BYTES {
+            answers.push((
+                *index,
+                failed(format!(
+                    "the request has {rows} rows of {} features: over the {} MiB a request \
+                     may take encoded; send fewer rows",
+                    model.width(),
+                    REQUEST_ENCODED_BYTES >> 20
+                )),
+            ));
+            continue;
         }
         match model.encode(data.get()) {
             Ok(rows) => {
@@ -415,5 +426,6 @@ mod tests {
         assert_eq!(row_count(r#"{"X": [[1.0], [2.0]]}"#), Some(2));
         assert_eq!(row_count(r#"{"records": [{}, {}, {}]}"#), Some(3));
         assert_eq!(row_count(r#"{"X": 5}"#), None);
+        assert_eq!(row_count(r#"{"records": [], "records": [{}, {}]}"#), None);
     }
 }

@@ -147,9 +147,12 @@ pub(crate) fn run(
             }
         }
         let fit_ms = started.elapsed().as_millis() as u64;
-        let metric = match error {
-            None => Some(total / k as f64),
-            Some(_) => None,
+        // A score that is not a number (an overflow) ranks nowhere: the candidate counts as
+        // failed, so it can never be kept merely for being first.
+        let (metric, error) = match error {
+            None if (total / k as f64).is_finite() => (Some(total / k as f64), None),
+            None => (None, Some("its cross-validated metric is not a number".to_string())),
+            Some(e) => (None, Some(e)),
         };
         leaderboard.push(LeaderboardEntry {
             algorithm: algorithm.as_str().to_string(),

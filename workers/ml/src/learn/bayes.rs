@@ -92,7 +92,12 @@ impl Bayes {
         let d = x.width();
         x.row_iter()
             .map(|row| {
-                let mut best = (f64::NEG_INFINITY, 0);
+                // Every class's likelihood may underflow to −∞ (a value far from all of
+                // them), or tie: the prior, not the first class, then decides.
+                let prior = (0..self.classes.len())
+                    .max_by(|&a, &b| self.log_priors[a].total_cmp(&self.log_priors[b]))
+                    .unwrap_or(0);
+                let mut best = (f64::NEG_INFINITY, prior);
                 for s in 0..self.classes.len() {
                     let means = &self.means[s * d..(s + 1) * d];
                     let vars = &self.vars[s * d..(s + 1) * d];
@@ -100,7 +105,10 @@ impl Bayes {
                     for ((x, m), v) in row.iter().zip(means).zip(vars) {
                         score -= (x - m) * (x - m) / (2.0 * v);
                     }
-                    if score > best.0 {
+                    // A tie (likelihoods equal to the last bit, far from every class) goes
+                    // to the likelier class.
+                    let tie = score == best.0 && self.log_priors[s] > self.log_priors[best.1];
+                    if score > best.0 || tie {
                         best = (score, s);
                     }
                 }

@@ -8,7 +8,10 @@
 //!   - **boolean**: 1 or 0; null becomes the share of `true` among the training rows.
 //!   - **categorical** (strings): one-hot over the categories seen at training (the
 //!     [`MAX_CATEGORIES`] most frequent ones), plus one bucket for null, unseen and rarer ones.
-//!   - a column that is null in every training row is numeric and always 0.
+//!   - a column that is null in every training row is always 0, whatever a request sends.
+//!
+//!   Standardized values are clamped to ±1e100, so that a request's 1e308 cannot overflow an
+//!   estimator's arithmetic.
 //!
 //!   At prediction a missing field is null, an unknown field is ignored (the target too), and a
 //!   value of another type than its column's is an error naming the record and the field.
@@ -26,6 +29,9 @@ use super::{Encoded, LearnError};
 
 /// Most categories one-hot encoded per column; the rarer ones share the "other" bucket.
 pub const MAX_CATEGORIES: usize = 100;
+
+/// Largest standardized value: squared and summed over thousands of features it stays finite.
+const MAX_STANDARDIZED: f64 = 1e100;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Scale {
@@ -56,9 +62,11 @@ impl Scale {
         })
     }
 
+    /// The standardized value, clamped to ±[`MAX_STANDARDIZED`]: a request may send 1e308,
+    /// and no estimator's distance or score may overflow to infinity or NaN on it.
     #[inline]
     fn apply(&self, x: f64) -> f64 {
-        (x - self.mean) / self.std
+        ((x - self.mean) / self.std).clamp(-MAX_STANDARDIZED, MAX_STANDARDIZED)
     }
 }
 
@@ -73,6 +81,9 @@ pub(crate) enum Kind {
         slots: BTreeMap<String, usize>,
         count: usize,
     },
+    /// Null in every training row: always 0, whatever a request sends (nothing was learnt of
+    /// it).
+    Empty,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,7 +105,7 @@ impl Column {
     #[inline]
     fn null(&self, row: &mut [f64]) {
         match &self.kind {
-            Kind::Numeric(_) => row[self.offset] = 0.0,
+            Kind::Numeric(_) | Kind::Empty => row[self.offset] = 0.0,
             Kind::Boolean { fill } => row[self.offset] = *fill,
             Kind::Categorical { count, .. } => {
                 let slots = &mut row[self.offset..self.offset + count + 1];
@@ -108,7 +119,7 @@ impl Column {
     #[inline]
     fn put(&self, value: &Field, row: &mut [f64]) -> Result<(), &'static str> {
         match (&self.kind, value) {
-            (_, Field::Null) => self.null(row),
+            (_, Field::Null) | (Kind::Empty, _) => self.null(row),
             (Kind::Numeric(scale), Field::Num(x)) => row[self.offset] = scale.apply(*x),
             (Kind::Boolean { .. }, Field::Bool(b)) => row[self.offset] = f64::from(u8::from(*b)),
             (Kind::Categorical { slots, count }, Field::Str(s)) => {
@@ -262,6 +273,7 @@ impl Preprocessor {
                     let slots = names.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
                     Kind::Categorical { slots, count }
                 }
+                None => Kind::Empty,
                 _ => Kind::Numeric(Scale::fit(
                     &format!("column {name:?}"),
                     s.numbers.into_iter(),
@@ -314,6 +326,7 @@ impl Preprocessor {
                     .map(|c| match &c.kind {
                         Kind::Numeric(_) => json!({"name": c.name, "kind": "numeric"}),
                         Kind::Boolean { .. } => json!({"name": c.name, "kind": "boolean"}),
+                        Kind::Empty => json!({"name": c.name, "kind": "empty"}),
                         Kind::Categorical { count, .. } => {
                             json!({"name": c.name, "kind": "categorical", "categories": count})
                         }

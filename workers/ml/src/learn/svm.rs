@@ -184,7 +184,12 @@ struct Solver<'a, 'k> {
     tol: f64,
 }
 
-fn solve(dual: &Dual, kernel: KernelRows<'_>, tol: f64, shrinking: bool) -> Solution {
+fn solve(
+    dual: &Dual,
+    kernel: KernelRows<'_>,
+    tol: f64,
+    shrinking: bool,
+) -> Result<Solution, LearnError> {
     let n = dual.y.len();
     let qd = dual.row_of.iter().map(|&r| kernel.diagonal(r)).collect();
     let mut s = Solver {
@@ -198,8 +203,11 @@ fn solve(dual: &Dual, kernel: KernelRows<'_>, tol: f64, shrinking: bool) -> Solu
         active: (0..n).collect(),
         tol,
     };
-    // libsvm's iteration bound: a safeguard against cycling, rarely reached.
-    let max_iter = n.saturating_mul(100).max(10_000_000);
+    // A bound on the work: libsvm's is max(10^7, 100 n), but a problem that needs a million
+    // steps (a huge `c` on noise) is one to refuse in seconds, not to fit for minutes to an
+    // unconverged model reported as a success.
+    let max_iter = n.saturating_mul(100).max(1_000_000);
+    let mut converged = false;
     let mut counter = n.min(1000) + 1;
     let mut unshrunk = false;
     for _ in 0..max_iter {
@@ -212,7 +220,10 @@ fn solve(dual: &Dual, kernel: KernelRows<'_>, tol: f64, shrinking: bool) -> Solu
         }
         let (i, j) = match s.select() {
             Some(pair) => pair,
-            None if s.active.len() == n => break,
+            None if s.active.len() == n => {
+                converged = true;
+                break;
+            }
             None => {
                 // Optimal on the active set: check again on all variables.
                 s.reconstruct();
@@ -221,17 +232,25 @@ fn solve(dual: &Dual, kernel: KernelRows<'_>, tol: f64, shrinking: bool) -> Solu
                         counter = 1;
                         pair
                     }
-                    None => break,
+                    None => {
+                        converged = true;
+                        break;
+                    }
                 }
             }
         };
         s.step(i, j);
     }
+    if !converged {
+        return Err(LearnError::Fit(format!(
+            "the SVM solver did not converge within {max_iter} steps: lower c or raise tol"
+        )));
+    }
     s.reconstruct();
-    Solution {
+    Ok(Solution {
         rho: s.rho(),
         alpha: s.alpha,
-    }
+    })
 }
 
 impl Solver<'_, '_> {
@@ -519,7 +538,11 @@ impl Machine {
 }
 
 /// Solves the C-SVC dual for labels ±1 (`positive[r]` is +1).
-fn classify(x: &Encoded, positive: &[bool], config: &SvmConfig) -> Solution {
+fn classify(
+    x: &Encoded,
+    positive: &[bool],
+    config: &SvmConfig,
+) -> Result<Solution, LearnError> {
     let dual = Dual {
         row_of: (0..positive.len()).collect(),
         y: positive
@@ -535,7 +558,11 @@ fn classify(x: &Encoded, positive: &[bool], config: &SvmConfig) -> Solution {
 
 /// Solves the ε-SVR dual for targets `z`: variables α⁺ (sign +1) then α⁻ (sign −1), one each
 /// per row; row r's weight is α⁺_r − α⁻_r.
-fn regress(x: &Encoded, z: &[f64], config: &SvmConfig) -> (Vec<f64>, Solution) {
+fn regress(
+    x: &Encoded,
+    z: &[f64],
+    config: &SvmConfig,
+) -> Result<(Vec<f64>, Solution), LearnError> {
     let l = z.len();
     let dual = Dual {
         row_of: (0..l).chain(0..l).collect(),
@@ -547,11 +574,11 @@ fn regress(x: &Encoded, z: &[f64], config: &SvmConfig) -> (Vec<f64>, Solution) {
         c: config.c,
     };
     let kernel = KernelRows::new(x, config.kernel, config.cache_bytes);
-    let solution = solve(&dual, kernel, config.tol, config.shrinking);
+    let solution = solve(&dual, kernel, config.tol, config.shrinking)?;
     let weights = (0..l)
         .map(|r| solution.alpha[r] - solution.alpha[r + l])
         .collect();
-    (weights, solution)
+    Ok((weights, solution))
 }
 
 /// A classifier: one machine per pair of classes, voting.
@@ -581,7 +608,7 @@ impl Svc {
                     .collect();
                 let sub = x.select(&rows);
                 let positive: Vec<bool> = rows.iter().map(|&r| y[r] == classes[j]).collect();
-                let solution = classify(&sub, &positive, config);
+                let solution = classify(&sub, &positive, config)?;
                 let weights: Vec<f64> = solution
                     .alpha
                     .iter()
@@ -645,7 +672,7 @@ impl Svr {
             1.0
         };
         let scaled: Vec<f64> = y.iter().map(|v| (v - mean) / std).collect();
-        let (weights, solution) = regress(x, &scaled, config);
+        let (weights, solution) = regress(x, &scaled, config)?;
         Ok(Svr {
             kernel: config.kernel,
             machine: Machine::new(x, &weights, solution.rho)?,
@@ -706,7 +733,7 @@ mod tests {
         // x = −1 (class −1) and x = 1 (class +1), linear kernel: w = 1, b = 0, α = ½ each,
         // dual objective ½αᵀQα − Σα = −½.
         let x = encoded(&[&[-1.0], &[1.0]]);
-        let solution = classify(&x, &[false, true], &config(Kernel::Linear, 10.0));
+        let solution = classify(&x, &[false, true], &config(Kernel::Linear, 10.0)).unwrap();
         assert!(
             (solution.alpha[0] - 0.5).abs() < 1e-9,
             "{:?}",
@@ -787,7 +814,7 @@ mod tests {
                 tol: 1e-6,
                 ..config(kernel, c)
             };
-            let solution = classify(&x, &positive, &cfg);
+            let solution = classify(&x, &positive, &cfg).unwrap();
             let y: Vec<f64> = positive
                 .iter()
                 .map(|&p| if p { 1.0 } else { -1.0 })
@@ -846,7 +873,7 @@ mod tests {
         let refs: Vec<&[f64]> = rows.iter().map(Vec::as_slice).collect();
         let x = encoded(&refs);
         let cfg = config(Kernel::Rbf { gamma: 2.0 }, 5.0);
-        let big = classify(&x, &positive, &cfg);
+        let big = classify(&x, &positive, &cfg).unwrap();
         let small = classify(
             &x,
             &positive,
@@ -854,7 +881,8 @@ mod tests {
                 cache_bytes: 1,
                 ..cfg
             },
-        );
+        )
+        .unwrap();
         let kernel = cfg.kernel;
         let (a, b) = (
             objective(&x, &positive, kernel, &big.alpha),

@@ -5,9 +5,9 @@
 //! - `linear_regression` is always regression; `logistic_regression` and `naive_bayes` always
 //!   classification.
 //! - For the others: a boolean or string target is classification; a numeric target whose
-//!   values are all integers, with at most [`MAX_INFERRED_CLASSES`] distinct values and at least
-//!   two rows per distinct value (distinct × 2 ≤ rows), is classification; any other numeric
-//!   target is regression.
+//!   values are all integers, with at most [`MAX_INFERRED_CLASSES`] distinct values and at most
+//!   half as many distinct values as rows (distinct × 2 ≤ rows: two rows per value on average,
+//!   not for each), is classification; any other numeric target is regression.
 //!
 //! A classifier needs labels: booleans, strings or integral numbers (a non-integral number is
 //! an error, "a continuous target"), and at least two classes. A regression needs numbers.
@@ -22,6 +22,13 @@ use super::{Algorithm, LearnError, Task};
 
 /// Most distinct integer values a numeric target may have to be taken for classes.
 pub const MAX_INFERRED_CLASSES: usize = 20;
+
+/// Largest target magnitude: squares of larger values (R², a tree's variance) overflow to
+/// infinity, which no artifact or metric can hold.
+const MAX_TARGET: f64 = 1e150;
+
+/// Whole numbers from 2^53 on cannot be class labels: there distinct integers share an f64.
+const MAX_INTEGER_LABEL: f64 = 9_007_199_254_740_992.0;
 
 /// The targets, encoded for an estimator.
 #[derive(Debug, Clone)]
@@ -72,7 +79,20 @@ pub(crate) fn read(
     let mut values = Vec::with_capacity(raw.len());
     let mut kind = None;
     for (r, value) in raw.iter().enumerate() {
-        let f = field(value).map_err(|why| LearnError::data(format!("{}: {why}", what(r))))?;
+        let mut f =
+            field(value).map_err(|why| LearnError::data(format!("{}: {why}", what(r))))?;
+        if let Field::Num(x) = &mut f {
+            if x.abs() > MAX_TARGET {
+                return Err(LearnError::data(format!(
+                    "{} is {x:e}: targets beyond ±{MAX_TARGET:e} cannot be fitted (their squares overflow)",
+                    what(r)
+                )));
+            }
+            // -0.0 and 0.0 are one value: compared, sorted and deduplicated alike.
+            if *x == 0.0 {
+                *x = 0.0;
+            }
+        }
         let k = match &f {
             Field::Num(_) => Kind::Number,
             Field::Bool(_) => Kind::Bool,
@@ -202,6 +222,14 @@ fn classes(
         return Err(LearnError::task(format!(
             "{} is a classification, but the target is continuous ({x} is not a class label: use integers, booleans or strings)",
             algorithm.as_str()
+        )));
+    }
+    if let Some(x) = values.iter().find_map(|f| match f {
+        Field::Num(x) if x.abs() >= MAX_INTEGER_LABEL => Some(*x),
+        _ => None,
+    }) {
+        return Err(LearnError::task(format!(
+            "class label {x:e} is beyond ±2^53, where whole numbers cannot be told apart: send the labels as strings"
         )));
     }
     let mut firsts: Vec<usize> = (0..values.len()).collect();

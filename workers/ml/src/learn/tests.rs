@@ -514,3 +514,100 @@ fn algorithm_names_round_trip() {
         json!("regression")
     );
 }
+
+// The review's findings, each with the input that showed it.
+
+#[test]
+fn a_column_null_in_every_training_row_ignores_what_a_request_sends() {
+    let data = r#"{"records": [
+        {"qty": 1, "empty": null, "y": 0}, {"qty": 2, "empty": null, "y": 0},
+        {"qty": 3, "empty": null, "y": 0}, {"qty": 7, "empty": null, "y": 1},
+        {"qty": 8, "empty": null, "y": 1}, {"qty": 9, "empty": null, "y": 1}], "target": "y"}"#;
+    let plain = round_trip(Algorithm::Svm, data, r#"{"records": [{"qty": 8}]}"#).1;
+    for sent in [r#"1e6"#, r#""x""#, "true"] {
+        let request = format!(r#"{{"records": [{{"qty": 8, "empty": {sent}}}]}}"#);
+        let (_, got) = round_trip(Algorithm::Svm, data, &request);
+        assert_eq!(got, plain, "empty = {sent}");
+    }
+}
+
+#[test]
+fn extreme_request_values_give_numbers_not_nan() {
+    for algorithm in [
+        Algorithm::Knn,
+        Algorithm::NaiveBayes,
+        Algorithm::LogisticRegression,
+        Algorithm::Svm,
+        Algorithm::Mlp,
+    ] {
+        let (_, got) = round_trip(
+            algorithm,
+            TWO_GROUPS,
+            r#"{"X": [[1e308, 1e308], [-1e308, 5]]}"#,
+        );
+        assert!(
+            got.iter().all(|v| v == &json!(0.0) || v == &json!(1.0)),
+            "{algorithm:?}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn naive_bayes_falls_back_to_the_priors_far_from_every_class() {
+    let data = r#"{"X": [[1], [1], [1], [1], [1]], "y": [0, 1, 1, 1, 1]}"#;
+    let (_, got) = round_trip(Algorithm::NaiveBayes, data, r#"{"X": [[2]]}"#);
+    assert_eq!(got, vec![json!(1)], "the majority class, not the first");
+}
+
+#[test]
+fn targets_whose_squares_overflow_are_refused() {
+    let data = r#"{"X": [[1], [2], [3], [4]], "y": [1.7e308, 1.7e308, 1.6e308, 1.75e308]}"#;
+    let e = fit(Algorithm::DecisionTree, json!({}), data).err().unwrap();
+    assert!(e.to_string().contains("cannot be fitted"), "{e}");
+}
+
+#[test]
+fn negative_zero_is_the_class_zero_and_huge_integer_labels_are_refused() {
+    let data = r#"{"X": [[1], [2], [3], [7], [8], [9]], "y": [0, -0.0, 0, 1, 1, 1]}"#;
+    let trained = fit(Algorithm::DecisionTree, json!({}), data).unwrap();
+    let encoded = trained.model.encode(r#"{"X": [[2]]}"#).unwrap();
+    let got = trained.model.predict(&encoded).unwrap();
+    assert_eq!(got[0].as_f64(), Some(0.0));
+    assert!(got[0].as_f64().unwrap().is_sign_positive(), "{got:?}");
+    let huge = r#"{"X": [[1], [2], [3], [4]], "y": [9007199254740993, 9007199254740992, 1, 1]}"#;
+    let e = train(&TrainSpec {
+        algorithm: Algorithm::DecisionTree,
+        task: Some(Task::Classification),
+        params: &Map::new(),
+        data: huge,
+    })
+    .err()
+    .unwrap_or_else(|| panic!("labels past 2^53 were taken"));
+    assert!(e.to_string().contains("2^53"), "{e}");
+}
+
+#[test]
+fn an_svm_that_cannot_converge_fails_instead_of_running_on() {
+    // Noise and an enormous c (the review's case ran 157 s to an unconverged model).
+    let rows: Vec<Vec<f64>> = (0..1000u64)
+        .map(|i| {
+            (0..5u64)
+                .map(|j| ((i * 7919 + j * 104_729) % 1009) as f64 / 1009.0)
+                .collect()
+        })
+        .collect();
+    let y: Vec<u32> = (0..1000u64)
+        .map(|i| ((i * 2_654_435_761) >> 7 & 1) as u32)
+        .collect();
+    let data = json!({"X": rows, "y": y}).to_string();
+    let started = std::time::Instant::now();
+    let e = fit(Algorithm::Svm, json!({"kernel": "linear", "c": 1e9}), &data)
+        .err()
+        .expect("no convergence on noise with c = 1e9");
+    assert!(e.to_string().contains("did not converge"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}
