@@ -1,13 +1,10 @@
 //! Each algorithm's hyper-parameters (read, with their defaults, from the job's parameters) and
-//! its fitted estimator. Trees, forests and nearest neighbours are smartcore's estimators kept
-//! whole; the others keep their own compact state (see their modules).
+//! its fitted estimator. Trees, regression forests and nearest neighbours are smartcore's
+//! estimators kept whole; the others keep their own compact state (see their modules).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use smartcore::algorithm::neighbour::KNNAlgorithmName;
-use smartcore::ensemble::random_forest_classifier::{
-    RandomForestClassifier, RandomForestClassifierParameters,
-};
 use smartcore::ensemble::random_forest_regressor::{
     RandomForestRegressor, RandomForestRegressorParameters,
 };
@@ -25,6 +22,7 @@ use smartcore::tree::decision_tree_regressor::{
 
 use super::bayes::Bayes;
 use super::error::guarded;
+use super::forest::{Criterion, Forest, ForestSettings};
 use super::linear::{Linear, Logistic};
 use super::mlp::{Mlp, MlpConfig, Target};
 use super::params::Params;
@@ -35,7 +33,6 @@ use super::{Algorithm, Encoded, LearnError, Task};
 type Matrix = DenseMatrix<f64>;
 type TreeC = DecisionTreeClassifier<f64, u32, Matrix, Vec<u32>>;
 type TreeR = DecisionTreeRegressor<f64, f64, Matrix, Vec<f64>>;
-type ForestC = RandomForestClassifier<f64, u32, Matrix, Vec<u32>>;
 type ForestR = RandomForestRegressor<f64, f64, Matrix, Vec<f64>>;
 type KnnC = KNNClassifier<f64, u32, Matrix, Vec<u32>, Euclidian<f64>>;
 type KnnR = KNNRegressor<f64, f64, Matrix, Vec<f64>, Euclidian<f64>>;
@@ -225,20 +222,23 @@ impl Config {
                 let model = guarded(LearnError::Fit, || TreeR::fit(&m, v, params))?;
                 Ok(Estimator::TreeR(Box::new(model)))
             }
-            (Config::Forest(f), Targets::Classes { index, .. }) => {
+            (Config::Forest(f), Targets::Classes { index, labels }) => {
                 let t = &f.tree;
-                let mut params = RandomForestClassifierParameters::default()
-                    .with_criterion(criterion(t.criterion))
-                    .with_min_samples_leaf(t.min_samples_leaf)
-                    .with_min_samples_split(t.min_samples_split)
-                    .with_n_trees(f.n_trees as u16)
-                    .with_m(f.max_features)
-                    .with_keep_samples(false)
-                    .with_seed(t.seed);
-                params.max_depth = t.max_depth.map(|d| d as u16);
-                let m = x.to_dense()?;
-                let model = guarded(LearnError::Fit, || ForestC::fit(&m, index, params))?;
-                Ok(Estimator::ForestC(Box::new(model)))
+                let settings = ForestSettings {
+                    n_trees: f.n_trees,
+                    max_features: f.max_features,
+                    criterion: Criterion::parse(t.criterion),
+                    max_depth: t.max_depth,
+                    min_samples_leaf: t.min_samples_leaf,
+                    min_samples_split: t.min_samples_split,
+                    seed: t.seed,
+                };
+                Ok(Estimator::ForestC(Forest::fit(
+                    x,
+                    index,
+                    labels.len(),
+                    &settings,
+                )?))
             }
             (Config::Forest(f), Targets::Values(v)) => {
                 let t = &f.tree;
@@ -259,7 +259,7 @@ impl Config {
                 let params = KNNClassifierParameters::default()
                     .with_k(k.k.min(x.rows()))
                     .with_weight(weight(k.weights))
-                    .with_algorithm(search(k.search));
+                    .with_algorithm(search(k.search_for(x.rows())));
                 let m = x.to_dense()?;
                 let model = guarded(LearnError::Fit, || KnnC::fit(&m, index, params))?;
                 Ok(Estimator::KnnC(Box::new(model)))
@@ -268,7 +268,7 @@ impl Config {
                 let params = KNNRegressorParameters::default()
                     .with_k(k.k.min(x.rows()))
                     .with_weight(weight(k.weights))
-                    .with_algorithm(search(k.search));
+                    .with_algorithm(search(k.search_for(x.rows())));
                 let m = x.to_dense()?;
                 let model = guarded(LearnError::Fit, || KnnR::fit(&m, v, params))?;
                 Ok(Estimator::KnnR(Box::new(model)))
@@ -317,6 +317,18 @@ fn weight(name: &str) -> KNNWeightFunction {
     }
 }
 
+impl KnnConfig {
+    /// The search for `rows` training rows: smartcore's cover tree answers 0 for every query
+    /// when it holds a single point (and gains nothing on a handful), so those search linearly.
+    fn search_for(&self, rows: usize) -> &'static str {
+        if rows <= self.k {
+            "linear"
+        } else {
+            self.search
+        }
+    }
+}
+
 fn search(name: &str) -> KNNAlgorithmName {
     if name == "linear" {
         KNNAlgorithmName::LinearSearch
@@ -334,7 +346,7 @@ pub(crate) enum Estimator {
     Svr(Svr),
     TreeC(Box<TreeC>),
     TreeR(Box<TreeR>),
-    ForestC(Box<ForestC>),
+    ForestC(Forest),
     ForestR(Box<ForestR>),
     KnnC(Box<KnnC>),
     KnnR(Box<KnnR>),
@@ -379,10 +391,7 @@ impl Estimator {
                 let d = x.to_dense()?;
                 Output::Values(guarded(LearnError::Predict, || m.predict(&d))?)
             }
-            Estimator::ForestC(m) => {
-                let d = x.to_dense()?;
-                Output::Classes(guarded(LearnError::Predict, || m.predict(&d))?)
-            }
+            Estimator::ForestC(m) => Output::Classes(m.predict(x)?),
             Estimator::ForestR(m) => {
                 let d = x.to_dense()?;
                 Output::Values(guarded(LearnError::Predict, || m.predict(&d))?)

@@ -151,7 +151,10 @@ pub(crate) fn run(
         // failed, so it can never be kept merely for being first.
         let (metric, error) = match error {
             None if (total / k as f64).is_finite() => (Some(total / k as f64), None),
-            None => (None, Some("its cross-validated metric is not a number".to_string())),
+            None => (
+                None,
+                Some("its cross-validated metric is not a number".to_string()),
+            ),
             Some(e) => (None, Some(e)),
         };
         leaderboard.push(LeaderboardEntry {

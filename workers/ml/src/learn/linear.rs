@@ -272,10 +272,14 @@ impl Objective<'_> {
     /// Turns the logits `z` into probabilities in place, returning log Σ exp (the implicit 0
     /// logit included).
     fn softmax(&self, z: &mut [f64]) -> f64 {
-        let top = z
-            .iter()
-            .copied()
-            .fold(if self.implicit { 0.0 } else { f64::NEG_INFINITY }, f64::max);
+        let top = z.iter().copied().fold(
+            if self.implicit {
+                0.0
+            } else {
+                f64::NEG_INFINITY
+            },
+            f64::max,
+        );
         let mut sum = if self.implicit { (-top).exp() } else { 0.0 };
         for v in z.iter_mut() {
             *v = (*v - top).exp();
@@ -309,13 +313,15 @@ impl Objective<'_> {
         for (row, &t) in self.x.row_iter().zip(&self.target) {
             self.logits(theta, row, &mut z);
             let own = self.block_of(t).map_or(0.0, |k| z[k]);
-            loss += self.softmax(&mut z.clone()) - own;
+            loss += self.softmax(&mut z) - own;
         }
         loss
     }
 
     /// The objective and its gradient into `grad`, and when `hessian` is given the upper
-    /// triangle of the Hessian into it (row-major, coefficients × coefficients).
+    /// triangle of the Hessian into it (row-major, coefficients × coefficients). Each block of
+    /// classes (k, l) is c_kl · Σ x̃x̃ᵀ, symmetric itself, so only its upper triangle is summed
+    /// over the rows and the rest of the off-diagonal blocks is mirrored once at the end.
     fn evaluate(&self, theta: &[f64], grad: &mut [f64], mut hessian: Option<&mut [f64]>) -> f64 {
         let (w, p) = (self.width(), theta.len());
         grad.fill(0.0);
@@ -349,9 +355,20 @@ impl Objective<'_> {
                     };
                     for i in 0..w {
                         let ci = c * xt[i];
-                        let first = if k == l { i } else { 0 };
-                        let out = &mut h[(k * w + i) * p + l * w + first..(k * w + i) * p + (l + 1) * w];
-                        out.iter_mut().zip(&xt[first..]).for_each(|(o, v)| *o += ci * v);
+                        let out =
+                            &mut h[(k * w + i) * p + l * w + i..(k * w + i) * p + (l + 1) * w];
+                        out.iter_mut().zip(&xt[i..]).for_each(|(o, v)| *o += ci * v);
+                    }
+                }
+            }
+        }
+        if let Some(h) = hessian.as_deref_mut() {
+            for k in 0..self.rows {
+                for l in k + 1..self.rows {
+                    for i in 1..w {
+                        for j in 0..i {
+                            h[(k * w + i) * p + l * w + j] = h[(k * w + j) * p + l * w + i];
+                        }
                     }
                 }
             }
@@ -374,9 +391,16 @@ impl Objective<'_> {
 
     /// Backtracking along `theta − t·step` from t = 1 until the objective falls enough
     /// (Armijo); the new point, or none when no step length helps (converged to precision).
-    fn line_search(&self, theta: &[f64], loss: f64, grad: &[f64], step: &[f64]) -> Option<Vec<f64>> {
+    fn line_search(
+        &self,
+        theta: &[f64],
+        loss: f64,
+        grad: &[f64],
+        step: &[f64],
+    ) -> Option<Vec<f64>> {
         let slope = dot(grad, step);
-        if !(slope > 0.0) {
+        // Not a descent direction (or NaN): nothing to search along.
+        if slope.is_nan() || slope <= 0.0 {
             return None;
         }
         let mut t = 1.0;
@@ -412,7 +436,11 @@ impl Objective<'_> {
                 if solve_spd(&mut a, &mut step, p) {
                     break Some(step);
                 }
-                ridge = if ridge == 0.0 { 1e-10 * largest.max(1.0) } else { ridge * 100.0 };
+                ridge = if ridge == 0.0 {
+                    1e-10 * largest.max(1.0)
+                } else {
+                    ridge * 100.0
+                };
                 if ridge > largest.max(1.0) {
                     break None;
                 }
@@ -521,6 +549,13 @@ impl Logistic {
             weights.extend_from_slice(&block[..d]);
             intercepts.push(block[d]);
         }
+        if !implicit {
+            // A common shift of the multinomial intercepts changes no probability; the damped
+            // Newton steps let them drift a little along it, so they are put back to sum to 0
+            // (where scikit-learn's, also started from 0, stay).
+            let mean = intercepts.iter().sum::<f64>() / intercepts.len() as f64;
+            intercepts.iter_mut().for_each(|b| *b -= mean);
+        }
         Ok(Logistic {
             classes,
             weights,
@@ -601,5 +636,93 @@ mod tests {
                 assert!((p - r).abs() < 1e-9, "{solver}");
             }
         }
+    }
+
+    /// 60 rows of three features and two labellings: the sign of a noisy a − b, and the
+    /// largest of (a, b, c/2 + noise).
+    fn classes() -> (Encoded, Vec<u32>, Vec<u32>) {
+        let (mut values, mut two, mut three) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..60 {
+            let t = i as f64;
+            let (a, b, c) = ((t * 0.37).sin(), (t * 0.91).cos(), (t * 0.13).sin() * 2.0);
+            values.extend([a, b, c]);
+            two.push(u32::from(a - b + 0.3 * (t * 7.1).sin() > 0.0));
+            let third = 0.5 * c + 0.2 * (t * 3.3).sin();
+            three.push(if a >= b && a >= third {
+                0
+            } else if b >= third {
+                1
+            } else {
+                2
+            });
+        }
+        (Encoded::new(60, 3, values), two, three)
+    }
+
+    fn assert_close(got: &[f64], want: &[f64]) {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+    }
+
+    /// The references are scikit-learn's `LogisticRegression(C=0.5, tol=1e-10)` on the same
+    /// rows.
+    #[test]
+    fn logistic_matches_scikit_learn_binary_and_multinomial() {
+        let (x, two, three) = classes();
+        let binary = Logistic::fit(&x, &two, 2.0).unwrap();
+        assert_eq!(binary.classes, [0, 1]);
+        assert_close(&binary.weights, &[1.4265183011, -1.783786456, 0.3005982344]);
+        assert_close(&binary.intercepts, &[-0.1205161299]);
+        let multi = Logistic::fit(&x, &three, 2.0).unwrap();
+        assert_close(
+            &multi.weights,
+            &[
+                1.7352487796,
+                -0.3670560812,
+                -0.2007806656,
+                -0.6713772817,
+                1.2448484403,
+                -0.7058277423,
+                -1.0638714978,
+                -0.8777923592,
+                0.9066084079,
+            ],
+        );
+        assert_close(
+            &multi.intercepts,
+            &[-4.3549940007e-02, -3.5243354007e-05, 4.3585183361e-02],
+        );
+    }
+
+    #[test]
+    fn newton_and_lbfgs_reach_the_same_minimum() {
+        let (x, _, three) = classes();
+        let objective = Objective {
+            x: &x,
+            target: three.iter().map(|&c| c as usize).collect(),
+            rows: 3,
+            implicit: false,
+            alpha: 2.0,
+        };
+        let (mut newton, mut lbfgs) = (vec![0.0; 12], vec![0.0; 12]);
+        objective.newton(&mut newton);
+        objective.lbfgs(&mut lbfgs);
+        for (a, b) in newton.iter().zip(&lbfgs) {
+            assert!((a - b).abs() < 1e-5, "{newton:?} vs {lbfgs:?}");
+        }
+    }
+
+    #[test]
+    fn logistic_stays_finite_on_separable_classes_even_unpenalized() {
+        let x = Encoded::new(4, 1, vec![-2.0, -1.0, 1.0, 2.0]);
+        let y = [3, 3, 5, 5];
+        for alpha in [1.0, 0.0] {
+            let model = Logistic::fit(&x, &y, alpha).unwrap();
+            assert_eq!(model.classes, [3, 5]);
+            assert!(model.weights[0].is_finite() && model.weights[0] > 0.0);
+            assert_eq!(model.predict(&x), y);
+        }
+        assert!(Logistic::fit(&x, &[1, 1, 1, 1], 1.0).is_err());
     }
 }

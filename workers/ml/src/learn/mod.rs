@@ -15,7 +15,7 @@
 //! - [`data`]: reading the data object; [`features`]: the preprocessing a model keeps;
 //!   [`target`]: the task and the class labels; [`params`]: hyper-parameters.
 //! - [`algorithms`]: each algorithm's parameters and fitted estimator; [`linear`], [`svm`],
-//!   [`bayes`], [`mlp`]: the estimators kept in a form of their own.
+//!   [`bayes`], [`mlp`], [`forest`]: the estimators kept in a form of their own.
 //! - [`auto`]: cross-validation over the candidates; [`metrics`]: accuracy and R².
 
 mod algorithms;
@@ -24,6 +24,7 @@ mod bayes;
 mod data;
 mod error;
 pub mod features;
+mod forest;
 mod linear;
 mod metrics;
 mod mlp;
@@ -74,8 +75,8 @@ pub enum Algorithm {
     ///   are singular) or `"qr"` (Householder with column pivoting). Dependent columns get
     ///   weight 0.
     LinearRegression,
-    /// L2-penalized logistic regression, multinomial for more than two classes (smartcore
-    /// `LogisticRegression`, L-BFGS); classification only.
+    /// L2-penalized logistic regression, multinomial for more than two classes, its own solver
+    /// (Newton's method, L-BFGS for wide models; see `linear.rs`); classification only.
     /// - `alpha`: the L2 penalty, default 1.0 (scikit-learn's C = 1 / alpha), ≥ 0.
     LogisticRegression,
     /// A support vector machine: C-SVC (one-vs-one for more than two classes) or ε-SVR, fitted
@@ -92,8 +93,8 @@ pub enum Algorithm {
     ///   `min_samples_split`: default 2; `criterion` (classification): `"gini"` (default),
     ///   `"entropy"` or `"classification_error"`; `seed`: default 0.
     DecisionTree,
-    /// A random forest of bootstrapped trees (smartcore `RandomForestClassifier` /
-    /// `RandomForestRegressor`).
+    /// A random forest of bootstrapped trees (for classification its own, see `forest.rs`;
+    /// for regression smartcore's `RandomForestRegressor`).
     /// - `n_trees`: default 100; `max_features` (features tried per split): default
     ///   ⌊√features⌋ for classification, features / 3 for regression (at least 1);
     ///   `max_depth`, `min_samples_leaf`, `min_samples_split`, `criterion`, `seed` as for
@@ -296,7 +297,7 @@ impl Encoded {
 pub const TRAINING_METRIC_ROWS: usize = 2_000;
 
 /// Bumped when the artifact's layout changes; an artifact of another version is refused.
-const ARTIFACT_VERSION: u32 = 1;
+const ARTIFACT_VERSION: u32 = 2;
 
 /// A trained model: its preprocessing, class labels and fitted estimator.
 #[derive(Debug, Serialize, Deserialize)]

@@ -538,11 +538,7 @@ impl Machine {
 }
 
 /// Solves the C-SVC dual for labels ±1 (`positive[r]` is +1).
-fn classify(
-    x: &Encoded,
-    positive: &[bool],
-    config: &SvmConfig,
-) -> Result<Solution, LearnError> {
+fn classify(x: &Encoded, positive: &[bool], config: &SvmConfig) -> Result<Solution, LearnError> {
     let dual = Dual {
         row_of: (0..positive.len()).collect(),
         y: positive
@@ -558,11 +554,7 @@ fn classify(
 
 /// Solves the ε-SVR dual for targets `z`: variables α⁺ (sign +1) then α⁻ (sign −1), one each
 /// per row; row r's weight is α⁺_r − α⁻_r.
-fn regress(
-    x: &Encoded,
-    z: &[f64],
-    config: &SvmConfig,
-) -> Result<(Vec<f64>, Solution), LearnError> {
+fn regress(x: &Encoded, z: &[f64], config: &SvmConfig) -> Result<(Vec<f64>, Solution), LearnError> {
     let l = z.len();
     let dual = Dual {
         row_of: (0..l).chain(0..l).collect(),

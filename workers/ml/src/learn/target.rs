@@ -79,8 +79,7 @@ pub(crate) fn read(
     let mut values = Vec::with_capacity(raw.len());
     let mut kind = None;
     for (r, value) in raw.iter().enumerate() {
-        let mut f =
-            field(value).map_err(|why| LearnError::data(format!("{}: {why}", what(r))))?;
+        let mut f = field(value).map_err(|why| LearnError::data(format!("{}: {why}", what(r))))?;
         if let Field::Num(x) = &mut f {
             if x.abs() > MAX_TARGET {
                 return Err(LearnError::data(format!(

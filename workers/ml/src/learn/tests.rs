@@ -611,3 +611,13 @@ fn an_svm_that_cannot_converge_fails_instead_of_running_on() {
         started.elapsed()
     );
 }
+
+#[test]
+fn knn_on_a_single_row_predicts_its_target() {
+    let (_, got) = round_trip(
+        Algorithm::Knn,
+        r#"{"X": [[1]], "y": [3.5]}"#,
+        r#"{"X": [[0], [1], [9]]}"#,
+    );
+    assert_eq!(numbers(&got), vec![3.5, 3.5, 3.5]);
+}
