@@ -150,6 +150,11 @@ impl Grower<'_> {
                     cut += 1;
                 }
             }
+            // A threshold that separates nothing (arithmetic at the ends of f64's range) leaves
+            // the node a leaf: growth always ends.
+            if cut == 0 || cut == here.len() {
+                continue;
+            }
             let (left, right) = (self.nodes.len(), self.nodes.len() + 1);
             self.nodes.push(Node::Leaf(0));
             self.nodes.push(Node::Leaf(0));
@@ -165,7 +170,9 @@ impl Grower<'_> {
     }
 
     /// The best split over `max_features` features drawn at random, by impurity decrease;
-    /// none when no feature separates the rows with `min_samples_leaf` on each side.
+    /// none when no feature separates the rows with `min_samples_leaf` on each side. As in
+    /// scikit-learn, a feature constant in the node does not count towards `max_features`: deep
+    /// in a tree over one-hot columns most are, and counting them would stop impure nodes.
     fn best_split(&mut self, rows: &[usize], counts: &[f64], total: f64) -> Option<Best> {
         let criterion = self.settings.criterion;
         let parent = criterion.impurity(counts, total);
@@ -175,11 +182,24 @@ impl Grower<'_> {
         let mut best: Option<Best> = None;
         let mut left = vec![0.0; self.classes];
         let mut right = vec![0.0; self.classes];
-        for &feature in features.iter().take(self.settings.max_features) {
+        let mut tried = 0;
+        for &feature in &features {
+            if tried == self.settings.max_features {
+                break;
+            }
             self.sorted.clear();
             self.sorted
                 .extend(rows.iter().map(|&r| (self.x.row(r)[feature], r)));
             self.sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            let varies = self
+                .sorted
+                .first()
+                .zip(self.sorted.last())
+                .is_some_and(|(low, high)| low.0 < high.0);
+            if !varies {
+                continue;
+            }
+            tried += 1;
             left.fill(0.0);
             right.copy_from_slice(counts);
             let mut weight_left = 0.0;
