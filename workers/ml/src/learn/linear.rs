@@ -111,7 +111,7 @@ fn normal_equations(x: &Encoded, y: &[f64], means: &[f64], y_mean: f64) -> Optio
 /// its upper triangle, row-major; the factor L overwrites the lower triangle. False, with `a`
 /// and `b` spoilt, when a pivot falls below [`RANK_TOLERANCE`] of the largest diagonal entry:
 /// A is not numerically positive definite.
-fn solve_spd(a: &mut [f64], b: &mut [f64], d: usize) -> bool {
+pub(crate) fn solve_spd(a: &mut [f64], b: &mut [f64], d: usize) -> bool {
     let largest = (0..d).map(|i| a[i * d + i]).fold(0.0, f64::max);
     // A = LLᵀ in place (L in the lower triangle, read from the upper one).
     for j in 0..d {

@@ -16,6 +16,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::linear::solve_spd;
 use super::{Encoded, LearnError};
 
 /// The settings of one fit (see [`super::Algorithm::Mlp`] for the defaults).
@@ -134,13 +135,14 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// (no intercept: both are centred), by Cholesky on the normal equations; zeros if they are
 /// singular even so.
 fn least_squares(x: &[f64], y: &[f64], n: usize, d: usize) -> Vec<f64> {
+    // XᵀX's upper triangle, as the solver reads it.
     let mut a = vec![0.0; d * d];
     let mut rhs = vec![0.0; d];
     for (row, t) in x.chunks_exact(d).zip(y) {
         for i in 0..d {
             rhs[i] += row[i] * t;
             for j in 0..=i {
-                a[i * d + j] += row[i] * row[j];
+                a[j * d + i] += row[i] * row[j];
             }
         }
     }
@@ -149,39 +151,11 @@ fn least_squares(x: &[f64], y: &[f64], n: usize, d: usize) -> Vec<f64> {
     for i in 0..d {
         a[i * d + i] += ridge;
     }
-    // In-place Cholesky: a = L Lᵀ, L in the lower triangle.
-    for j in 0..d {
-        let mut diag = a[j * d + j];
-        for k in 0..j {
-            diag -= a[j * d + k] * a[j * d + k];
-        }
-        if diag <= 0.0 || !diag.is_finite() {
-            return vec![0.0; d];
-        }
-        let diag = diag.sqrt();
-        a[j * d + j] = diag;
-        for i in j + 1..d {
-            let mut v = a[i * d + j];
-            for k in 0..j {
-                v -= a[i * d + k] * a[j * d + k];
-            }
-            a[i * d + j] = v / diag;
-        }
+    if solve_spd(&mut a, &mut rhs, d) {
+        rhs
+    } else {
+        vec![0.0; d]
     }
-    let mut w = rhs;
-    for i in 0..d {
-        for k in 0..i {
-            w[i] -= a[i * d + k] * w[k];
-        }
-        w[i] /= a[i * d + i];
-    }
-    for i in (0..d).rev() {
-        for k in i + 1..d {
-            w[i] -= a[k * d + i] * w[k];
-        }
-        w[i] /= a[i * d + i];
-    }
-    w
 }
 
 /// out[b] += x[b] · skip, the linear part of every output.
