@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Shared by scripts/run, scripts/test, scripts/bench and scripts/idle: installs what is missing
-# and starts the broker (Nisshi) and PostgreSQL. Sourced, not run.
+# Shared by scripts/run, scripts/test, scripts/bench, scripts/idle and scripts/kafka-node:
+# installs what is missing and starts the broker (Apache Kafka) and PostgreSQL. Sourced, not run.
 
-NISSHI_VERSION=0.8.1
 SLUICE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STARTED_PIDS=()
 STARTED_PG_DIRS=()
@@ -27,22 +26,51 @@ ensure_postgres() {
   fi
 }
 
-nisshi_bin() {
+# ensure_java: a Java runtime of 17 or newer for Kafka (Debian's, installed when missing); sets
+# SLUICE_JAVA.
+ensure_java() {
   local candidate
-  for candidate in "$(command -v nisshi 2>/dev/null)" "$HOME/.cargo/bin/nisshi"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then
-      echo "$candidate"
+  for candidate in "${JAVA_HOME:+$JAVA_HOME/bin/java}" "$(command -v java 2>/dev/null)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && [ "$(java_major "$candidate")" -ge 17 ] 2>/dev/null; then
+      SLUICE_JAVA=$candidate
       return 0
     fi
   done
-  return 1
+  log "installing a Java runtime from Debian's packages (for Kafka)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+  SLUICE_JAVA=$(command -v java)
 }
 
-ensure_nisshi() {
-  if ! nisshi_bin >/dev/null; then
-    log "installing Nisshi $NISSHI_VERSION from crates.io (a one-time build of about 30 minutes)"
-    cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version --quiet
+# java_major JAVA: the major version of that Java runtime (17 for "17.0.15").
+java_major() {
+  "$1" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1
+}
+
+# ensure_kafka: Apache Kafka's jars, resolved from Maven Central by scripts/kafka/pom.xml into
+# a cache directory once (again only when the pom changes); sets SLUICE_JAVA, KAFKA_CLASSPATH
+# (the jars) and KAFKA_LOG4J (the broker's logging configuration). Installs Maven from Debian's
+# packages when missing.
+ensure_kafka() {
+  local pom=$SLUICE_ROOT/scripts/kafka/pom.xml cache stamp
+  ensure_java
+  cache=${SLUICE_KAFKA_CACHE:-$HOME/.cache/sluice/kafka}
+  stamp=$(sha256sum "$pom" | cut -c 1-16)
+  if [ "$(cat "$cache/stamp" 2>/dev/null)" != "$stamp" ]; then
+    if ! command -v mvn >/dev/null; then
+      log "installing Maven from Debian's packages (to fetch Kafka's jars)"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null
+    fi
+    log "fetching Apache Kafka's jars from Maven Central into $cache (once)"
+    rm -rf "$cache/libs.new"
+    mkdir -p "$cache"
+    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$cache/libs.new" >&2
+    rm -rf "$cache/libs"
+    mv "$cache/libs.new" "$cache/libs"
+    echo "$stamp" >"$cache/stamp"
   fi
+  KAFKA_CLASSPATH="$cache/libs/*"
+  KAFKA_LOG4J=$SLUICE_ROOT/scripts/kafka/log4j2.properties
 }
 
 # ensure_python_worker: a Python with the example worker's requirements (examples/
@@ -72,6 +100,18 @@ ensure_sklearn() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check scikit-learn pandas
   fi
   SLUICE_SKLEARN_PYTHON=$venv/bin/python
+}
+
+# compose_client: sets COMPOSE to the Compose client there is (`docker compose`, else
+# `docker-compose`); returns non-zero when there is none.
+compose_client() {
+  if command -v docker >/dev/null && docker compose version >/dev/null 2>&1; then
+    COMPOSE=(docker compose)
+  elif command -v docker-compose >/dev/null; then
+    COMPOSE=(docker-compose)
+  else
+    return 1
+  fi
 }
 
 # wait_port PORT SECONDS: waits until something listens on 127.0.0.1:PORT.
@@ -108,39 +148,18 @@ start_postgres() {
     "${psql[@]}" -c "CREATE ROLE sluice LOGIN SUPERUSER PASSWORD 'sluice'"
   fi
   local db
-  for db in sluice nisshi; do
+  for db in sluice; do
     if [ -z "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
       "${psql[@]}" -c "CREATE DATABASE $db OWNER sluice"
     fi
   done
 }
 
-# The broker storage scripts/run, scripts/bench and scripts/idle use unless SLUICE_BROKER_STORAGE
-# says otherwise (README, "Broker storage": why).
-SLUICE_DEFAULT_STORAGE=sqlite
-
-# broker_storage_url ENGINE PG_PORT NAME: Nisshi's --storage-engine for SLUICE_BROKER_STORAGE:
-#   sqlite    the file NAME.db in Nisshi's working directory (start_nisshi's WORKDIR): durable
-#   postgres  database `nisshi` of the PostgreSQL on PG_PORT: durable
-#   memory    nothing survives a broker restart
-broker_storage_url() {
-  local engine=$1 pg_port=$2 name=${3:-sluice}
-  case "$engine" in
-    sqlite) echo "sqlite://$name.db" ;;
-    postgres) echo "postgres://sluice:sluice@127.0.0.1:$pg_port/nisshi?sslmode=disable" ;;
-    memory) echo "memory://$name/" ;;
-    *)
-      log "SLUICE_BROKER_STORAGE must be sqlite, postgres or memory, not '$engine'"
-      return 2
-      ;;
-  esac
-}
-
-# native_defaults: the broker settings chosen for the native pipeline on Nisshi (README, "Broker
-# storage"), each exported unless the environment or ./.env sets it. Services read .env
+# native_defaults: the broker settings chosen for the native pipeline on Kafka (README,
+# "Kafka settings"), each exported unless the environment or ./.env sets it. Services read .env
 # themselves, but a variable already in their environment wins over .env, so one found there is
 # left alone here.
-NATIVE_DEFAULTS=(KAFKA_PARTITIONS=2 KAFKA_FETCH_WAIT_MAX_MS=50 KAFKA_SLOW_FETCH_WAIT_MAX_MS=5000)
+NATIVE_DEFAULTS=()
 native_defaults() {
   local pair
   for pair in "${NATIVE_DEFAULTS[@]}"; do default_unless_set "$pair"; done
@@ -168,29 +187,24 @@ build_sluice() {
   fi
 }
 
-# spawn_nisshi PORT STORAGE_URL LOG [REBALANCE_DELAY] [WORKDIR]: starts the broker in the
-# background, in WORKDIR (default: the log's directory; a sqlite:// file is relative to it),
-# appending to LOG; sets NISSHI_PID. Does not wait for it to listen.
-spawn_nisshi() {
-  local port=$1 storage=$2 logfile=$3 delay=${4:-3s} workdir=${5:-$(dirname "$3")} bin
-  bin=$(nisshi_bin)
-  mkdir -p "$workdir"
-  # Nisshi reads a .env from its working directory; give it one of its own (none).
-  (cd "$workdir" && exec "$bin" broker \
-    --kafka-listener-url "tcp://127.0.0.1:$port" \
-    --kafka-advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "$storage" \
-    --group-initial-rebalance-delay "$delay" >>"$logfile" 2>&1) &
-  NISSHI_PID=$!
+# spawn_kafka DIR PORT LOG [KAFKA_NODE_OPTIONS...]: starts a Kafka node (scripts/kafka-node) in
+# the background, its storage in DIR, appending its log to LOG; sets KAFKA_PID. Does not wait
+# for it to listen.
+spawn_kafka() {
+  local dir=$1 port=$2 logfile=$3
+  shift 3
+  mkdir -p "$dir"
+  "$SLUICE_ROOT/scripts/kafka-node" --dir "$dir" --port "$port" "$@" >>"$logfile" 2>&1 &
+  KAFKA_PID=$!
 }
 
-# start_nisshi PORT STORAGE_URL LOG [REBALANCE_DELAY] [WORKDIR]: spawn_nisshi, remembered in
-# STARTED_PIDS, and waits until it listens.
-start_nisshi() {
-  log "starting Nisshi on port $1 (storage ${2%%://*})"
-  spawn_nisshi "$@"
-  STARTED_PIDS+=("$NISSHI_PID")
-  wait_port "$1" 60
+# start_kafka DIR PORT LOG [KAFKA_NODE_OPTIONS...]: spawn_kafka, remembered in STARTED_PIDS,
+# and waits until it listens.
+start_kafka() {
+  log "starting Kafka on port $2 (storage $1)"
+  spawn_kafka "$@"
+  STARTED_PIDS+=("$KAFKA_PID")
+  wait_port "$2" 120 || { tail -n 20 "$3" >&2; return 1; }
 }
 
 # stop_started: stops, newest first, what this script started.

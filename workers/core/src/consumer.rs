@@ -3,10 +3,12 @@
 //! only when told.
 //!
 //! A feed reads its topics through one consumer per fetch wait ([`Subscription`]): topics on
-//! a job's way to its answer are fetched with a short wait, topics nobody waits on (returns
-//! from the retry tiers, dead letters, heartbeats) with a long one. On a broker such as Nisshi,
-//! which answers an empty fetch by reading every requested partition again in rounds until the
-//! wait is over, the long wait is what keeps a pipeline at rest cheap.
+//! a job's way to its answer with `KAFKA_FETCH_WAIT_MAX_MS`, topics nobody waits on (returns
+//! from the retry tiers, dead letters, heartbeats) with `KAFKA_SLOW_FETCH_WAIT_MAX_MS`, each in
+//! a consumer group of its own. Kafka answers a fetch as soon as data arrives, so the wait
+//! costs no latency there, only how often an idle consumer asks again; the split was made for
+//! a broker that polled its storage until the wait was over, and is kept so that existing
+//! groups keep their committed offsets.
 //!
 //! librdkafka runs rebalance callbacks inside a poll, between messages. The callbacks only queue
 //! an event; [`Feed::next`] hands queued events out before the message that poll returned, so a

@@ -373,9 +373,14 @@ fn print_processes() {
             continue;
         };
         let name = comm.trim();
+        let name = if name == "java" && is_kafka(&process) {
+            "kafka"
+        } else {
+            name
+        };
         if name == "postgres" {
             postgres_cpu += cpu_seconds(&process).unwrap_or(0.0);
-        } else if name.starts_with("sluice-") || name == "nisshi" {
+        } else if name.starts_with("sluice-") || name == "kafka" {
             rows.push(format!(
                 "  {name} (pid {}): peak RSS {}, CPU {:.2} s",
                 entry.file_name().to_string_lossy(),
@@ -390,6 +395,12 @@ fn print_processes() {
         println!("{row}");
     }
     println!("  postgres (all its processes): CPU {postgres_cpu:.2} s");
+}
+
+/// Whether the JVM at `/proc/<pid>` runs the Kafka broker (`kafka.Kafka`, scripts/kafka-node).
+fn is_kafka(process: &std::path::Path) -> bool {
+    std::fs::read(process.join("cmdline"))
+        .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == b"kafka.Kafka"))
 }
 
 /// User plus system time of the process at `/proc/<pid>`.

@@ -1,6 +1,8 @@
 //! Integration tests: the real binaries against a real broker and a real PostgreSQL.
 
+mod broker;
 mod cli;
+mod cluster;
 mod compute;
 mod faults;
 mod guards;

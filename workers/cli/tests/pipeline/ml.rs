@@ -581,8 +581,11 @@ async fn a_long_fit_that_crashes_or_exhausts_memory_fails_alone() {
     let error = failure(&p, queued_id).await;
     assert!(error.contains("ML_TRAIN_TIME_LIMIT"), "{error}");
 
-    // A fit past ML_TRAIN_MEMORY_MB fails alone too.
-    let greedy = json!({"algorithm": "mlp", "params": {"hidden": [4096, 4096, 4096]},
+    // A fit past ML_TRAIN_MEMORY_MB fails alone too. Eight layers of 4,096 need far more
+    // than the limit for their weights alone, so the fit runs out of memory while it
+    // allocates them, however busy the machine: with three, it could reach the time limit
+    // first.
+    let greedy = json!({"algorithm": "mlp", "params": {"hidden": vec![4096; 8]},
                         "data": {"X": [[1.0], [2.0], [3.0]], "y": [1.0, 2.0, 3.0]}});
     let greedy_id = publish(&p, &train, KIND_TRAIN, greedy).await;
     let error = failure(&p, greedy_id).await;
