@@ -4,6 +4,8 @@
 
 SLUICE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STARTED_PIDS=()
+# Those of STARTED_PIDS that are Kafka nodes: stopped after the services.
+KAFKA_PIDS=()
 STARTED_PG_DIRS=()
 
 log() { echo "[sluice] $*" >&2; }
@@ -55,6 +57,10 @@ ensure_kafka() {
   ensure_java
   cache=${SLUICE_KAFKA_CACHE:-$HOME/.cache/sluice/kafka}
   stamp=$(sha256sum "$pom" | cut -c 1-16)
+  mkdir -p "$cache"
+  # Nodes started at once (a cluster) share the cache: one fetches, the others wait for it.
+  exec 9>"$cache/.lock"
+  flock 9
   if [ "$(cat "$cache/stamp" 2>/dev/null)" != "$stamp" ]; then
     if ! command -v mvn >/dev/null; then
       log "installing Maven from Debian's packages (to fetch Kafka's jars)"
@@ -62,13 +68,14 @@ ensure_kafka() {
     fi
     log "fetching Apache Kafka's jars from Maven Central into $cache (once)"
     rm -rf "$cache/libs.new"
-    mkdir -p "$cache"
     mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
       -DoutputDirectory="$cache/libs.new" >&2
     rm -rf "$cache/libs"
     mv "$cache/libs.new" "$cache/libs"
     echo "$stamp" >"$cache/stamp"
   fi
+  flock -u 9
+  exec 9>&-
   KAFKA_CLASSPATH="$cache/libs/*"
   KAFKA_LOG4J=$SLUICE_ROOT/scripts/kafka/log4j2.properties
 }
@@ -114,10 +121,15 @@ compose_client() {
   fi
 }
 
-# wait_port PORT SECONDS: waits until something listens on 127.0.0.1:PORT.
+# wait_port PORT SECONDS [PID]: waits until something listens on 127.0.0.1:PORT; with PID, fails
+# at once when that process has exited (it will never listen).
 wait_port() {
-  local port=$1 deadline=$((SECONDS + $2))
+  local port=$1 deadline=$((SECONDS + $2)) pid=${3:-}
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      log "the process meant to listen on port $port (pid $pid) has exited"
+      return 1
+    fi
     if [ $SECONDS -ge $deadline ]; then
       log "nothing listens on port $port after $2 s"
       return 1
@@ -199,25 +211,49 @@ spawn_kafka() {
 }
 
 # start_kafka DIR PORT LOG [KAFKA_NODE_OPTIONS...]: spawn_kafka, remembered in STARTED_PIDS,
-# and waits until it listens.
+# and waits until it listens. Refuses a port (or the controller's, the next one) that is
+# already taken: the clients would talk to whatever holds it.
 start_kafka() {
-  log "starting Kafka on port $2 (storage $1)"
+  local port=$2 logfile=$3
+  if port_open "$port" || port_open "$((port + 1))"; then
+    log "port $port or $((port + 1)) is already in use: is another broker running?"
+    return 1
+  fi
+  log "starting Kafka on port $port (storage $1)"
   spawn_kafka "$@"
   STARTED_PIDS+=("$KAFKA_PID")
-  wait_port "$2" 120 || { tail -n 20 "$3" >&2; return 1; }
+  KAFKA_PIDS+=("$KAFKA_PID")
+  wait_port "$port" 120 "$KAFKA_PID" || { tail -n 20 "$logfile" >&2; return 1; }
 }
 
-# stop_started: stops, newest first, what this script started.
-stop_started() {
-  local i pid dir
-  for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
-    pid=${STARTED_PIDS[$i]}
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${STARTED_PIDS[@]}"; do
+# stop_pids SECONDS PID...: SIGTERM to each, then waits up to SECONDS for all of them and
+# SIGKILLs what is left (a service whose broker is gone may never finish closing its clients).
+stop_pids() {
+  local seconds=$1 pid deadline
+  shift
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  deadline=$((SECONDS + seconds))
+  for pid in "$@"; do
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "pid $pid still running ${seconds}s after SIGTERM: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
     wait "$pid" 2>/dev/null || true
   done
-  STARTED_PIDS=()
+}
+
+# stop_started: stops what this script started: the services first, while the broker is still
+# there for them to commit and leave their groups, then the broker, then PostgreSQL.
+stop_started() {
+  local pid services=() brokers=() dir
+  for pid in "${STARTED_PIDS[@]}"; do
+    if [[ " ${KAFKA_PIDS[*]} " == *" $pid "* ]]; then brokers+=("$pid"); else services+=("$pid"); fi
+  done
+  stop_pids 40 "${services[@]}"
+  stop_pids 60 "${brokers[@]}"
+  STARTED_PIDS=() KAFKA_PIDS=()
   for dir in "${STARTED_PG_DIRS[@]}"; do
     as_postgres "$(pg_bindir)/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1 || true
   done

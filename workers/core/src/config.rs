@@ -104,6 +104,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_micros((millis * 1_000.0) as u64))
 }
 
+/// How long work in flight may still finish after SIGTERM, unless `SHUTDOWN_GRACE` says.
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
+
 /// How to reach the broker, and how sluice's topics are named and sized.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -112,11 +115,12 @@ pub struct KafkaConfig {
     pub topic_prefix: String,
     pub partitions: i32,
     pub replication_factor: i32,
-    /// How long the broker may hold a fetch on the job and result topics. Short: an idle hop
-    /// can cost up to half of it in latency.
+    /// How long the broker may hold a fetch on the job and result topics when it has no data.
+    /// Kafka answers as soon as data arrives, so this costs no latency; it sets how often an
+    /// idle consumer asks again, and how long a resumed or newly assigned partition may wait
+    /// for the fetch under way to end.
     pub fetch_wait_max_ms: u32,
-    /// The same for topics nobody waits on (retry tiers, heartbeats): long, so that idle
-    /// consumers cost the broker little.
+    /// The same for topics nobody waits on (retry tiers, returns, dead letters, heartbeats).
     pub slow_fetch_wait_max_ms: u32,
     pub session_timeout_ms: u32,
     /// A member that does not poll for this long leaves its group; the loop polls all the time
@@ -139,7 +143,7 @@ impl KafkaConfig {
             topic_prefix: env_string("SLUICE_TOPIC_PREFIX", "sluice"),
             partitions: env_or("KAFKA_PARTITIONS", 6)?,
             replication_factor: env_or("KAFKA_REPLICATION_FACTOR", 1)?,
-            fetch_wait_max_ms: env_or("KAFKA_FETCH_WAIT_MAX_MS", 10)?,
+            fetch_wait_max_ms: env_or("KAFKA_FETCH_WAIT_MAX_MS", 500)?,
             slow_fetch_wait_max_ms: env_or("KAFKA_SLOW_FETCH_WAIT_MAX_MS", 500)?,
             session_timeout_ms: env_or("KAFKA_SESSION_TIMEOUT_MS", 10_000)?,
             max_poll_interval_ms: env_or("KAFKA_MAX_POLL_INTERVAL_MS", 300_000)?,
@@ -153,7 +157,8 @@ impl KafkaConfig {
             config.slow_fetch_wait_max_ms,
             1,
         )?;
-        at_least("KAFKA_SESSION_TIMEOUT_MS", config.session_timeout_ms, 1_000)?;
+        // Kafka refuses a group member whose session is shorter (group.min.session.timeout.ms).
+        at_least("KAFKA_SESSION_TIMEOUT_MS", config.session_timeout_ms, 6_000)?;
         at_least(
             "KAFKA_MAX_POLL_INTERVAL_MS",
             config.max_poll_interval_ms,
@@ -279,7 +284,7 @@ impl WorkerConfig {
             host,
             heartbeat_interval: env_duration("HEARTBEAT_INTERVAL", "2s")?,
             stall_after: env_duration("STALL_AFTER", "60s")?,
-            shutdown_grace: env_duration("SHUTDOWN_GRACE", "10s")?,
+            shutdown_grace: env_duration("SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)?,
             dead_letter_max_share: env_f64("DEAD_LETTER_MAX_SHARE", 0.5)?,
             dead_letter_window: env_or("DEAD_LETTER_WINDOW", 200)?,
         };

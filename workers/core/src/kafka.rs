@@ -20,6 +20,11 @@ pub use crate::producer::Output;
 /// Largest message sluice produces; a dead letter carries its original payload whole.
 pub const MESSAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
 
+/// The record-batch limit sluice's topics and producers are given: Kafka counts a batch's
+/// header and each record's framing too, so a message of exactly [`MESSAGE_MAX_BYTES`] must
+/// still fit.
+pub const BATCH_MAX_BYTES: usize = MESSAGE_MAX_BYTES + 64 * 1024;
+
 /// The brokers and nothing else; every config below is built on it.
 fn bootstrap(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -46,7 +51,7 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("message.timeout.ms", "30000")
-        .set("message.max.bytes", MESSAGE_MAX_BYTES.to_string())
+        .set("message.max.bytes", BATCH_MAX_BYTES.to_string())
         .set("queue.buffering.max.kbytes", "65536")
         // Topics are the services' to create, with their settings (compaction, size limit);
         // one a broker made for a producer's first message would have the broker's defaults.

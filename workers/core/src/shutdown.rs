@@ -36,7 +36,14 @@ pub async fn finish_within<T: 'static>(
     abandoned
 }
 
-/// A token cancelled on the first SIGTERM or SIGINT.
+/// How long a process may take to close its clients once the grace for work in flight is
+/// over. librdkafka's consumer close waits, without a bound of its own, for the group
+/// coordinator to answer: with the broker gone (stopped first, or crashed) a process that had
+/// finished every stage never exited.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A token cancelled on the first SIGTERM or SIGINT. From then on the process has its
+/// `SHUTDOWN_GRACE` plus [`CLOSE_TIMEOUT`] to end; past that it exits with status 1, saying so.
 pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
@@ -54,8 +61,34 @@ pub fn on_signal() -> CancellationToken {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         }
         trigger.cancel();
+        exit_if_still_running_after(shutdown_grace() + CLOSE_TIMEOUT);
     });
     token
+}
+
+/// `SHUTDOWN_GRACE` as the worker configuration reads it (its default when unset or invalid:
+/// a bad value already stopped the process at start).
+fn shutdown_grace() -> Duration {
+    std::env::var("SHUTDOWN_GRACE")
+        .ok()
+        .and_then(|value| crate::config::parse_duration(&value).ok())
+        .unwrap_or_else(|| {
+            crate::config::parse_duration(crate::config::DEFAULT_SHUTDOWN_GRACE)
+                .expect("the default grace parses")
+        })
+}
+
+/// On a thread of its own, so that a runtime blocked in a client's close cannot hold it up.
+fn exit_if_still_running_after(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        tracing::error!(
+            ?limit,
+            "still stopping after the shutdown grace and the time to close the Kafka clients \
+             (is the broker down?): exiting; uncommitted work is delivered again"
+        );
+        std::process::exit(1);
+    });
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

@@ -32,7 +32,7 @@ async fn create(
     settings: impl Fn(&str) -> Vec<(&'static str, &'static str)>,
 ) -> Result<(), PipelineError> {
     let admin: AdminClient<DefaultClientContext> = kafka::client_config(kafka).create()?;
-    let max_message_bytes = kafka::MESSAGE_MAX_BYTES.to_string();
+    let max_message_bytes = kafka::BATCH_MAX_BYTES.to_string();
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|name| {

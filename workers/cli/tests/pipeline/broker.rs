@@ -53,14 +53,31 @@ impl KafkaNode {
         );
     }
 
-    async fn wait_listening(&self) {
+    /// Waits until the node listens; panics at once, with its log, if it exited instead.
+    async fn wait_listening(&mut self) {
         let address = self.address();
-        eventually(
-            Duration::from_secs(120),
-            &format!("Kafka node {} to listen on {address}", self.id),
-            || async { std::net::TcpStream::connect(&address).ok().map(|_| ()) },
-        )
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(&address).is_err() {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().expect("try_wait"));
+            if let Some(status) = exited {
+                let log = std::fs::read_to_string(self.dir.join("kafka.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "Kafka node {} exited ({status}) before listening on {address}:\n{}",
+                    self.id,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Kafka node {} does not listen on {address} after 120 s",
+                self.id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Starts the node again on the same ports and storage, and waits until it listens.
@@ -117,12 +134,16 @@ impl KafkaCluster {
             .join(",");
         let cluster_id = cluster_id();
         let replicas = size.min(3).to_string();
+        // A directory left by an aborted run on the same port would hold another cluster.
+        for port in ports.iter().step_by(2) {
+            let _ = std::fs::remove_dir_all(node_dir(*port));
+        }
         let mut nodes: Vec<KafkaNode> = (0..size)
             .map(|i| KafkaNode {
                 id: i + 1,
                 port: ports[2 * i as usize],
                 controller_port: ports[2 * i as usize + 1],
-                dir: std::env::temp_dir().join(format!("sluice-kafka-{}", ports[2 * i as usize])),
+                dir: node_dir(ports[2 * i as usize]),
                 options: [
                     "--voters",
                     &voters,
@@ -149,7 +170,7 @@ impl KafkaCluster {
         for node in &mut nodes {
             node.spawn();
         }
-        for node in &nodes {
+        for node in &mut nodes {
             node.wait_listening().await;
         }
         let cluster = Self { nodes };
@@ -213,10 +234,24 @@ impl KafkaCluster {
     }
 }
 
-/// A new cluster id: 16 random bytes in URL-safe base64 without padding, as Kafka makes them.
+/// The storage directory of the node listening on `port`.
+fn node_dir(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("sluice-kafka-{port}"))
+}
+
+/// A new cluster id: 16 random bytes in URL-safe base64 without padding, as Kafka makes them,
+/// and as Kafka draws them never starting with '-' (StorageTool would take it for an option).
 fn cluster_id() -> String {
+    loop {
+        let id = encode_cluster_id(uuid::Uuid::new_v4().as_u128());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+fn encode_cluster_id(bits: u128) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bits = uuid::Uuid::new_v4().as_u128();
     // 22 characters of 6 bits each cover the 128 bits (the last character carries 2).
     (0..22)
         .map(|i| {
