@@ -168,7 +168,7 @@ start_postgres() {
 }
 
 # native_defaults: the broker settings chosen for the native pipeline on Kafka (README,
-# "Kafka settings"), each exported unless the environment or ./.env sets it. Services read .env
+# "The broker: Apache Kafka"), each exported unless the environment or ./.env sets it. Services read .env
 # themselves, but a variable already in their environment wins over .env, so one found there is
 # left alone here.
 NATIVE_DEFAULTS=()
