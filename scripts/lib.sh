@@ -167,16 +167,6 @@ start_postgres() {
   done
 }
 
-# native_defaults: the broker settings chosen for the native pipeline on Kafka (README,
-# "The broker: Apache Kafka"), each exported unless the environment or ./.env sets it. Services read .env
-# themselves, but a variable already in their environment wins over .env, so one found there is
-# left alone here.
-NATIVE_DEFAULTS=()
-native_defaults() {
-  local pair
-  for pair in "${NATIVE_DEFAULTS[@]}"; do default_unless_set "$pair"; done
-}
-
 # default_unless_set NAME=VALUE: exports it unless the environment or ./.env sets NAME.
 default_unless_set() {
   local pair=$1 name=${1%%=*}
