@@ -300,22 +300,23 @@ impl Feed {
         }
     }
 
-    /// Reads those of `partitions` still assigned again from the start of their logs (what
-    /// the client had fetched from the old position is discarded by it). Returns those it
-    /// could not rewind yet: librdkafka refuses a seek before the partition's fetch started.
-    pub fn rewind(&mut self, partitions: &[TopicPartition]) -> Vec<TopicPartition> {
+    /// Reads those of the partitions still assigned from the offsets given (what the client
+    /// had fetched from the old position is discarded by it; an offset the log no longer
+    /// holds reads from its start). Returns those it could not move yet: librdkafka refuses a
+    /// seek before the partition's fetch started.
+    pub fn seek(&mut self, positions: &[(TopicPartition, i64)]) -> Vec<TopicPartition> {
         let mut failed = Vec::new();
-        for partition in partitions.iter().filter(|p| self.assigned.contains(*p)) {
+        for (partition, offset) in positions.iter().filter(|(p, _)| self.assigned.contains(p)) {
             let Some(consumer) = self.consumer_of(&partition.topic) else {
                 continue;
             };
             if let Err(e) = consumer.seek(
                 &partition.topic,
                 partition.partition,
-                Offset::Beginning,
+                Offset::Offset(*offset),
                 Duration::from_secs(5),
             ) {
-                tracing::warn!(error = %e, ?partition, "could not rewind a partition yet");
+                tracing::warn!(error = %e, ?partition, offset, "could not move a partition yet");
                 failed.push(partition.clone());
             }
         }

@@ -1,7 +1,40 @@
 //! Reading and rewriting Kafka headers; their names are in [`sluice_messages::header`].
 
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use std::ffi::CStr;
+
+use rdkafka::bindings as rdsys;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::types::RDKafkaRespErr;
 use sluice_messages::header;
+
+/// Checks that every header name of a consumed message is UTF-8, through librdkafka's C API:
+/// rdkafka's own accessors panic on a name that is not, and any producer can send one. Once
+/// this passes, they are safe on the message's headers and on every copy of them.
+pub fn check_header_names(message: &BorrowedMessage<'_>) -> Result<(), String> {
+    let mut headers = std::ptr::null_mut();
+    // SAFETY: the message is a live consumed message; librdkafka owns what it returns.
+    let err = unsafe { rdsys::rd_kafka_message_headers(message.ptr(), &mut headers) };
+    if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || headers.is_null() {
+        return Ok(()); // no headers
+    }
+    // SAFETY: `headers` stays valid as long as the message does.
+    let count = unsafe { rdsys::rd_kafka_header_cnt(headers) };
+    for idx in 0..count {
+        let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+        // SAFETY: idx < count; the out-pointers are valid for writes.
+        let err = unsafe {
+            rdsys::rd_kafka_header_get_all(headers, idx, &mut name, &mut value, &mut size)
+        };
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            return Err(format!("header {idx} cannot be read"));
+        }
+        // SAFETY: librdkafka keeps header names NUL-terminated.
+        if let Err(e) = unsafe { CStr::from_ptr(name) }.to_str() {
+            return Err(format!("the name of header {idx} is not UTF-8 ({e})"));
+        }
+    }
+    Ok(())
+}
 
 /// The value of header `name` as UTF-8, if present.
 pub fn header_str<'a, H: Headers>(headers: Option<&'a H>, name: &str) -> Option<&'a str> {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ErrorClass, HandlerError};
-use crate::headers::{header_i64, without_sluice_headers};
+use crate::headers::{check_header_names, header_i64, without_sluice_headers};
 use crate::kafka::Output;
 
 /// One partition of a topic.
@@ -35,6 +35,9 @@ pub struct Job {
     pub timestamp_ms: Option<i64>,
     /// 1 on the first delivery, 2 after one failure went through the retry tiers, …
     pub attempt: u32,
+    /// Why the message's headers could not be read (a name that is not UTF-8): they are
+    /// dropped, and the message goes to the dead letters without reaching a handler.
+    pub unreadable_headers: Option<String>,
 }
 
 impl Job {
@@ -42,13 +45,17 @@ impl Job {
     /// are kept only when `trusted` (an internal topic): from a public input topic they are
     /// dropped, so every message entering from outside starts at attempt 1.
     pub fn from_message(message: &BorrowedMessage<'_>, trusted: bool) -> Self {
-        let headers = message.headers().and_then(|h| {
-            if trusted {
-                Some(h.detach())
-            } else {
-                without_sluice_headers(h)
-            }
-        });
+        let unreadable_headers = check_header_names(message).err();
+        let headers = match unreadable_headers {
+            Some(_) => None,
+            None => message.headers().and_then(|h| {
+                if trusted {
+                    Some(h.detach())
+                } else {
+                    without_sluice_headers(h)
+                }
+            }),
+        };
         let failures = header_i64(headers.as_ref(), header::FAILURES).unwrap_or(0);
         Self {
             topic: message.topic().to_string(),
@@ -59,6 +66,7 @@ impl Job {
             headers,
             timestamp_ms: message.timestamp().to_millis(),
             attempt: u32::try_from(failures).unwrap_or(0).saturating_add(1),
+            unreadable_headers,
         }
     }
 
@@ -85,6 +93,9 @@ impl Job {
         self.headers.as_ref().map_or(0, Headers::count)
     }
 }
+
+/// Where to read partitions from: the next offset of each (0: the start of its log).
+pub type ReadFrom = Vec<(TopicPartition, i64)>;
 
 /// What a handler makes of one message.
 pub type Outcome = Result<Vec<Output>, HandlerError>;
@@ -134,13 +145,13 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// Called when partitions are assigned, before any of their messages is handled. Returns
-    /// those of them to read again from the start of their log (state kept outside Kafka says
-    /// the group's committed offset belongs to a log that is gone). An error stops the stage
-    /// (a transient one is retried first, with backoff).
+    /// where to read those of them from instead of the group's committed offset (0: the start
+    /// of the log), for a stage whose own state, kept outside Kafka, says what it applied. An
+    /// error stops the stage (a transient one is retried first, with backoff).
     fn on_assigned(
         &self,
         _partitions: &[TopicPartition],
-    ) -> impl Future<Output = Result<Vec<TopicPartition>, HandlerError>> + Send {
+    ) -> impl Future<Output = Result<ReadFrom, HandlerError>> + Send {
         async { Ok(Vec::new()) }
     }
 }

@@ -39,6 +39,6 @@ pub mod topics;
 
 pub use context::StageContext;
 pub use error::{ErrorClass, HandlerError, PipelineError};
-pub use job::{Cx, Handler, Job, Outcome, TopicPartition};
+pub use job::{Cx, Handler, Job, Outcome, ReadFrom, TopicPartition};
 pub use kafka::{Output, PublishError, Publisher};
 pub use pipeline::{run_stage, Execution, Stage};

@@ -29,7 +29,7 @@ use crate::consumer::{Event, Feed, Subscription};
 use crate::context::StageContext;
 use crate::error::{ErrorClass, HandlerError, PipelineError};
 use crate::heartbeat::HeartbeatTask;
-use crate::job::{Cx, Handler, Job, Outcome, TopicPartition};
+use crate::job::{Cx, Handler, Job, Outcome, ReadFrom, TopicPartition};
 use crate::kafka::{PublishError, MESSAGE_MAX_BYTES};
 use crate::limits::{DeadLetterGuard, RateLimiter};
 use crate::pause::Pause;
@@ -158,9 +158,9 @@ const BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Longest a full stage stops taking messages before it pauses its partitions instead.
 const HOLD_OFF: Duration = Duration::from_secs(5);
 
-/// How long a partition whose rewind failed (its fetch had not started) waits to be checked
-/// and rewound again.
-const REWIND_RETRY: Duration = Duration::from_millis(200);
+/// How long a partition whose seek failed (its fetch had not started) waits to be checked
+/// and moved again.
+const SEEK_RETRY: Duration = Duration::from_millis(200);
 
 fn nonzero(duration: Duration) -> Option<Duration> {
     (!duration.is_zero()).then_some(duration)
@@ -349,7 +349,7 @@ struct StageLoop<H> {
     rate_wait: Option<Instant>,
     guard: DeadLetterGuard,
     /// The handler's `on_assigned` running; nothing is dispatched meanwhile.
-    assigning: Option<JoinHandle<Result<Vec<TopicPartition>, HandlerError>>>,
+    assigning: Option<JoinHandle<Result<ReadFrom, HandlerError>>>,
     /// Assignments to check, each after its delay (a rewind that failed is checked again).
     assignments: VecDeque<(Vec<TopicPartition>, Duration)>,
     /// Cancelled when a partition is revoked, so that its work still in flight — a call, or
@@ -532,20 +532,22 @@ impl<H: Handler> StageLoop<H> {
 
     fn assignment_finished(
         &mut self,
-        done: Result<Result<Vec<TopicPartition>, HandlerError>, JoinError>,
+        done: Result<Result<ReadFrom, HandlerError>, JoinError>,
     ) -> Result<(), PipelineError> {
         self.assigning = None;
         match done {
-            Ok(Ok(rewind)) => {
-                if !rewind.is_empty() {
+            Ok(Ok(positions)) => {
+                if !positions.is_empty() {
                     // Nothing of these was dispatched while they were checked.
-                    self.forget(&rewind);
-                    let failed = self.feed.rewind(&rewind);
+                    let moved: Vec<TopicPartition> =
+                        positions.iter().map(|(p, _)| p.clone()).collect();
+                    self.forget(&moved);
+                    let failed = self.feed.seek(&positions);
                     if !failed.is_empty() {
-                        // Checked again, and nothing dispatched, until the rewind holds: a
+                        // Checked again, and nothing dispatched, until the seek holds: a
                         // message read from the old offset would move the position past the
                         // ones below it.
-                        self.assignments.push_front((failed, REWIND_RETRY));
+                        self.assignments.push_front((failed, SEEK_RETRY));
                     }
                 }
                 self.start_assignment();
@@ -771,8 +773,8 @@ impl<H: Handler> StageLoop<H> {
 }
 
 async fn assignment_done(
-    slot: &mut Option<JoinHandle<Result<Vec<TopicPartition>, HandlerError>>>,
-) -> Result<Result<Vec<TopicPartition>, HandlerError>, JoinError> {
+    slot: &mut Option<JoinHandle<Result<ReadFrom, HandlerError>>>,
+) -> Result<Result<ReadFrom, HandlerError>, JoinError> {
     match slot {
         Some(handle) => handle.await,
         None => std::future::pending().await,
@@ -806,22 +808,18 @@ async fn run_unit<H: Handler>(
 ) -> Report {
     let mut outcomes = if shared.batched {
         let cx = Cx::new(shared.shutdown.clone(), None);
-        let outcomes = shared.handler.handle_batch(&jobs, &cx).await;
-        if outcomes.len() != jobs.len() {
-            let failure = PipelineError::BrokenContract(format!(
-                "handle_batch returned {} outcomes for {} messages",
-                outcomes.len(),
-                jobs.len()
-            ));
-            return Report {
-                deliveries: vec![Delivery::Abandoned; jobs.len()],
-                jobs,
-                generations,
-                key,
-                failure: Some(failure),
-            };
+        match handle_readable(&shared, &jobs, &cx).await {
+            Ok(outcomes) => outcomes,
+            Err(failure) => {
+                return Report {
+                    deliveries: vec![Delivery::Abandoned; jobs.len()],
+                    jobs,
+                    generations,
+                    key,
+                    failure: Some(failure),
+                }
+            }
         }
-        outcomes
     } else {
         let mut outcomes = Vec::with_capacity(1);
         for job in &jobs {
@@ -868,6 +866,55 @@ async fn run_unit<H: Handler>(
     }
 }
 
+/// The dead-letter reason of a message whose headers could not be read: no handler sees it.
+fn unreadable(job: &Job) -> Option<HandlerError> {
+    job.unreadable_headers.as_ref().map(|reason| {
+        HandlerError::permanent(
+            ErrorClass::Decode,
+            format!("unreadable headers, dropped: {reason}"),
+        )
+    })
+}
+
+/// `handle_batch` over the messages whose headers could be read; the others fail as
+/// [`unreadable`]. One outcome per message, in order, or the handler broke its contract.
+async fn handle_readable<H: Handler>(
+    shared: &Shared<H>,
+    jobs: &[Job],
+    cx: &Cx,
+) -> Result<Vec<Outcome>, PipelineError> {
+    let all_readable = jobs.iter().all(|job| job.unreadable_headers.is_none());
+    // Cloned only in the rare batch that holds an unreadable message.
+    let readable: Vec<Job> = if all_readable {
+        Vec::new()
+    } else {
+        jobs.iter()
+            .filter(|job| job.unreadable_headers.is_none())
+            .cloned()
+            .collect()
+    };
+    let handing = if all_readable { jobs } else { &readable };
+    let handled = shared.handler.handle_batch(handing, cx).await;
+    if handled.len() != handing.len() {
+        return Err(PipelineError::BrokenContract(format!(
+            "handle_batch returned {} outcomes for {} messages",
+            handled.len(),
+            handing.len()
+        )));
+    }
+    if all_readable {
+        return Ok(handled);
+    }
+    let mut handled = handled.into_iter();
+    Ok(jobs
+        .iter()
+        .map(|job| match unreadable(job) {
+            Some(error) => Err(error),
+            None => handled.next().expect("one outcome per readable message"),
+        })
+        .collect())
+}
+
 /// One call of the handler for one message, within the stage's timeout; given up (as
 /// interrupted) when the message's partition is revoked meanwhile.
 async fn attempt<H: Handler>(
@@ -875,6 +922,9 @@ async fn attempt<H: Handler>(
     job: &Job,
     revoked: &CancellationToken,
 ) -> Outcome {
+    if let Some(error) = unreadable(job) {
+        return Err(error);
+    }
     let cx = Cx::new(shared.shutdown.clone(), shared.timeout);
     let call = async {
         match shared.timeout {

@@ -23,6 +23,7 @@ pub mod logs;
 pub mod records;
 pub mod store;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 use sluice_core::config::WorkerConfig;
 use sluice_core::{
-    Cx, ErrorClass, Execution, Handler, HandlerError, Job, Outcome, Stage, StageContext,
+    Cx, ErrorClass, Execution, Handler, HandlerError, Job, Outcome, ReadFrom, Stage, StageContext,
     TopicPartition,
 };
 use sluice_db::pool::connect_and_migrate;
@@ -135,8 +136,8 @@ impl PersisterHandler {
     }
 
     /// After the database refused a batch: each message alone, in order, so only the culprits
-    /// fail. A message the database refuses becomes a dead letter; a dead letter it refuses is
-    /// dropped, loudly, since it would only come back here (its position is still recorded).
+    /// fail. A message the database refuses becomes a dead letter; a dead letter it refuses
+    /// stops the stage.
     /// Stops at the first message not written (shutdown): a later one committing would move
     /// the stored position past it, and it would never be applied.
     async fn write_one_by_one(&self, items: Vec<Consumed<'_>>) -> Vec<Outcome> {
@@ -147,7 +148,10 @@ impl PersisterHandler {
                 match self.write_durably(std::slice::from_ref(&item)).await {
                     Ok(()) => break Ok(vec![]),
                     Err(WriteError::Interrupted) => break Err(HandlerError::Interrupted),
-                    Err(WriteError::Refused(e)) => item.record = self.instead_of_refused(&item, e),
+                    Err(WriteError::Refused(e)) => match self.instead_of_refused(&item, e) {
+                        Ok(letter) => item.record = letter,
+                        Err(stop) => break Err(stop),
+                    },
                 }
             };
             if outcome.is_err() {
@@ -160,15 +164,23 @@ impl PersisterHandler {
         outcomes
     }
 
-    /// What to write when the database refused `item`'s record.
-    fn instead_of_refused(&self, item: &Consumed<'_>, error: StoreError) -> Option<Record> {
+    /// What to write when the database refused `item`'s record: its dead letter. A dead letter
+    /// the database refuses stops the stage, saying why: dropping it would lose the message for
+    /// good, and it is delivered again once the cause is fixed.
+    fn instead_of_refused(
+        &self,
+        item: &Consumed<'_>,
+        error: StoreError,
+    ) -> Result<Record, HandlerError> {
         match item.record {
-            Some(Record::DeadLetter(_)) | None => {
-                tracing::error!(%error, topic = %item.job.topic, offset = item.job.offset,
-                    "dead letter refused by the database; dropped");
-                None
-            }
-            Some(_) => Some(self.rejected(
+            Record::DeadLetter(_) => Err(HandlerError::fatal(
+                ErrorClass::DatabaseRefused,
+                format!(
+                    "the database refused the dead letter at {}/{} offset {}: {error}",
+                    item.job.topic, item.job.partition, item.job.offset
+                ),
+            )),
+            _ => Ok(self.rejected(
                 item.job,
                 &HandlerError::permanent(ErrorClass::DatabaseRefused, error),
             )),
@@ -211,23 +223,23 @@ impl Handler for PersisterHandler {
         outcomes.pop().unwrap_or(Err(HandlerError::Interrupted))
     }
 
-    /// A stored position taken in a log that is gone would skip the new log's messages up to
-    /// it: one beyond the log's end, or whose last applied message is not the one there now.
-    /// Such a partition is also read again from its start, since the group's committed offset
-    /// may be as stale as the position.
-    async fn on_assigned(
-        &self,
-        partitions: &[TopicPartition],
-    ) -> Result<Vec<TopicPartition>, HandlerError> {
+    /// Every assigned partition is read from the position stored with the rows, not from the
+    /// group's committed offset: after a database restore or failover the two differ, and the
+    /// messages between them would never be applied. A partition with no stored position is
+    /// read from its start (nothing of it was applied). A stored position taken in a log that
+    /// is gone would skip the new log's messages up to it: one beyond the log's end, or whose
+    /// last applied message is not the one there now; such a partition is also read from its
+    /// start, its position set back.
+    async fn on_assigned(&self, partitions: &[TopicPartition]) -> Result<ReadFrom, HandlerError> {
         let stored = store::positions(&self.pool, &self.group, partitions)
             .await
             .map_err(database_unavailable)?;
-        // Set back by an earlier check (maybe another replica's) whose rewind may not have
+        let mut from: HashMap<TopicPartition, i64> =
+            partitions.iter().map(|p| (p.clone(), 0)).collect();
+        // Set back to 0 by an earlier check (maybe another replica's) whose seek may not have
         // happened: reading from the start skips nothing, and applies nothing twice.
-        let (set_back, applied): (Vec<_>, Vec<_>) =
-            stored.into_iter().partition(|p| p.next_offset == 0);
-        let mut restarted: Vec<TopicPartition> =
-            set_back.into_iter().map(|p| p.partition).collect();
+        let applied: Vec<StoredPosition> =
+            stored.into_iter().filter(|p| p.next_offset > 0).collect();
         let ends = self
             .logs
             .ends(applied.iter().map(|p| p.partition.clone()).collect())
@@ -239,13 +251,15 @@ impl Handler for PersisterHandler {
             if position.next_offset > log_end {
                 self.restart(&position, &format!("beyond the log's end, {log_end}"))
                     .await?;
-                restarted.push(position.partition);
-            } else if position.last_timestamp_ms.is_some() {
-                to_compare.push(position);
+            } else {
+                from.insert(position.partition.clone(), position.next_offset);
+                if position.last_timestamp_ms.is_some() {
+                    to_compare.push(position);
+                }
             }
         }
         if to_compare.is_empty() {
-            return Ok(restarted);
+            return Ok(from.into_iter().collect());
         }
         let last_applied = to_compare
             .iter()
@@ -265,11 +279,11 @@ impl Handler for PersisterHandler {
                         position.last_timestamp_ms.unwrap_or_default()
                     );
                     self.restart(position, &why).await?;
-                    restarted.push(position.partition.clone());
+                    from.insert(position.partition.clone(), 0);
                 }
             }
         }
-        Ok(restarted)
+        Ok(from.into_iter().collect())
     }
 
     async fn handle_batch(&self, jobs: &[Job], _cx: &Cx) -> Vec<Outcome> {
@@ -277,7 +291,7 @@ impl Handler for PersisterHandler {
             .iter()
             .map(|job| Consumed {
                 job,
-                record: Some(self.record_for(job)),
+                record: self.record_for(job),
             })
             .collect();
         match self.write_durably(&items).await {
@@ -342,7 +356,7 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
 /// positions stored with the rows advance in consumption order, and a second batch of the same
 /// partition committing first would mark the first one's messages as applied.
 fn one_batch_in_flight(role: &str, max: usize) -> anyhow::Result<Execution> {
-    let mut execution = Execution::batches_from_env(role, max, "5ms", 1)?;
+    let mut execution = Execution::batches_from_env(role, max, "0ms", 1)?;
     if let Execution::Batches { in_flight, .. } = &mut execution {
         if *in_flight != 1 {
             tracing::warn!(

@@ -19,7 +19,7 @@ use crate::kv::{self, Changelog};
 use crate::records::{Batch, DeadLetterRow, PartRow, Record, ResultRow, WorkerRow};
 
 /// Whether the database refused the data itself ([`sluice_db::pool::refuses_data`]): the same
-/// rows would be refused again; anything else is waited out.
+/// rows would be refused again; anything else is waited out. Never a failed commit.
 pub fn is_refused_data(error: &StoreError) -> bool {
     matches!(error, StoreError::Database(e) if sluice_db::pool::refuses_data(e))
 }
@@ -29,16 +29,20 @@ pub fn is_refused_data(error: &StoreError) -> bool {
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// Every statement passed and the commit failed: that says nothing about the rows
+    /// (sluice defers no constraint), e.g. a NOTIFY queue full because a listening session
+    /// stopped reading (SQLSTATE 54000), a connection lost. Waited out.
+    #[error("database, at commit: {0}")]
+    Commit(sqlx::Error),
     /// The KV changes could not be published to the state topic; nothing was committed.
     #[error("publishing KV changes: {0}")]
     Changelog(#[from] KafkaError),
 }
 
-/// One consumed message and the row it becomes; `None` when it becomes nothing (a dead letter
-/// the database refused) and only its offset is recorded.
+/// One consumed message and the row it becomes.
 pub struct Consumed<'a> {
     pub job: &'a Job,
-    pub record: Option<Record>,
+    pub record: Record,
 }
 
 /// Writes the messages in one transaction together with the persister's position in their
@@ -73,10 +77,7 @@ pub async fn write(
             item.job.offset >= applied.get(&position).copied().unwrap_or(0)
         })
         .collect();
-    let batch: Batch = fresh
-        .iter()
-        .filter_map(|item| item.record.as_ref())
-        .collect();
+    let batch: Batch = fresh.iter().map(|item| &item.record).collect();
     let (kv_outcomes, changes) = if batch.kv.is_empty() {
         (Vec::new(), Vec::new())
     } else {
@@ -89,7 +90,7 @@ pub async fn write(
     // change is missing from the topic; still holding the positions, so no other replica
     // applies these keys meanwhile.
     changelog.publish(&changes).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(StoreError::Commit)?;
     Ok(items.len() - fresh.len())
 }
 

@@ -451,12 +451,13 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     let ctx = StageContext::from_env(worker, &shutdown).await?;
     let tiers: HashMap<String, Duration> = ctx.topics.retry_tiers.iter().cloned().collect();
     let names: Vec<String> = tiers.keys().cloned().collect();
-    // Every message here waits a tier delay anyway: a long fetch wait spares the broker
-    // reads of idle tier partitions. Tier topics are sluice's own, so their headers are
-    // trusted.
+    // The fetch wait of topics on a job's way, not the slow one: a partition resumed after
+    // its held message was released waits for the fetch under way before its next message
+    // arrives, so the wait is how late a tier may release. Tier topics are sluice's own, so
+    // their headers are trusted.
     let tier_topics = Subscription {
         topics: names.clone(),
-        fetch_wait_ms: ctx.kafka.slow_fetch_wait_max_ms,
+        fetch_wait_ms: ctx.kafka.fetch_wait_max_ms,
         group: ctx.topics.group(ROLE),
     };
     let feed = Feed::subscribe(&ctx.kafka, &[tier_topics], &[])?;
@@ -500,6 +501,7 @@ mod tests {
             headers: None,
             timestamp_ms: None,
             attempt: 2,
+            unreadable_headers: None,
         }
     }
 

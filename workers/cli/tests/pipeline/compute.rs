@@ -157,6 +157,41 @@ async fn calc_without_live_workers_says_so_and_leaves_nothing_behind() {
     );
 }
 
+/// A header name that is not UTF-8 made rdkafka panic in the worker, before the message was
+/// stored: every consumer of its partition crash-looped on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_name_that_is_not_utf8_is_dead_lettered_and_the_worker_keeps_running() {
+    let p = TestPipeline::spawn(Options::default()).await;
+    let topic = p.topics.compute_jobs();
+    let poisoned = Uuid::new_v4();
+    let envelope = Envelope::with_id(poisoned, "compute", json!({"op": "add", "a": 1, "b": 2}));
+    p.publish_with_raw_header_name(
+        &topic,
+        &poisoned.to_string(),
+        &serde_json::to_vec(&envelope).unwrap(),
+        b"trace-\xff\xfe",
+    )
+    .await;
+    let fine = Uuid::new_v4();
+    p.publish_job(&Envelope::with_id(
+        fine,
+        "compute",
+        json!({"op": "add", "a": 2, "b": 2}),
+    ))
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM dead_letters WHERE error_class = 'decode' AND reason LIKE '%not UTF-8%'",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    let sql = format!(
+        "SELECT count(*) FROM jobs WHERE job_id = '{fine}' AND (result->>'result')::float8 = 4"
+    );
+    p.wait_count(&sql, 1, Duration::from_secs(30)).await;
+    assert!(p.is_running(2), "the compute worker survived the message");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_becomes_dead_letters_or_error_answers_and_the_worker_keeps_running() {
     let p = TestPipeline::spawn(Options::default()).await;

@@ -390,6 +390,47 @@ impl TestPipeline {
             .expect("publish");
     }
 
+    /// Publishes a message with one header whose name is `name`'s raw bytes, as a client in
+    /// another language can send: through librdkafka's C API and a plain producer, since
+    /// rdkafka's and sluice's header accessors expect UTF-8 names.
+    pub async fn publish_with_raw_header_name(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        name: &[u8],
+    ) {
+        use rdkafka::bindings::{rd_kafka_header_add, rd_kafka_headers_t};
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let headers = OwnedHeaders::new();
+        let native = headers.as_borrowed() as *const rdkafka::message::BorrowedHeaders
+            as *mut rd_kafka_headers_t;
+        let value = b"raw";
+        // SAFETY: `native` is the live header list `headers` owns; the lengths are the slices'.
+        unsafe {
+            rd_kafka_header_add(
+                native,
+                name.as_ptr().cast(),
+                name.len() as isize,
+                value.as_ptr().cast(),
+                value.len() as isize,
+            );
+        }
+        let producer: FutureProducer = sluice_core::kafka::producer_config(&self.kafka)
+            .create()
+            .expect("plain producer");
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(key)
+                    .payload(payload)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("publish with a raw header name");
+    }
+
     pub async fn publish_job<P: serde::Serialize>(&self, envelope: &Envelope<P>) {
         let payload = serde_json::to_vec(envelope).expect("serialize");
         self.publish_raw(
