@@ -167,6 +167,16 @@ pub enum PipelineError {
         topic: String,
         code: RDKafkaErrorCode,
     },
+    /// An existing topic has a cleanup policy that loses messages and could not be changed
+    /// (e.g. no authorization to alter it): an operator must change it.
+    #[error(
+        "could not read or change the configuration of topic {topic}: {code} (its cleanup.policy \
+         must be delete, compact for kv.state only: README, \"Upgrading\")"
+    )]
+    TopicConfig {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
     /// A handler returned a fatal error.
     #[error("stage stopped by a fatal error ({class}): {message}")]
     Fatal { class: ErrorClass, message: String },

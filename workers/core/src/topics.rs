@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use sluice_messages::Topics;
 
@@ -18,12 +21,92 @@ pub async fn ensure_topics(kafka: &KafkaConfig, names: &[String]) -> Result<(), 
 }
 
 /// Creates the topics every service shares ([`Topics::all`]), each with its
-/// [`Topics::settings`].
+/// [`Topics::settings`], and gives an existing one the [`Topics::cleanup_policy`] it must have
+/// (an older sluice made `kv.updates` compacted, which loses commands).
 pub async fn ensure_shared_topics(
     kafka: &KafkaConfig,
     topics: &Topics,
 ) -> Result<(), PipelineError> {
-    create(kafka, &topics.all(), |name| topics.settings(name)).await
+    let names = topics.all();
+    create(kafka, &names, |name| topics.settings(name)).await?;
+    enforce_cleanup_policies(kafka, topics, &names).await
+}
+
+/// Changes the cleanup policy of those of `names` whose policy is not the one they must have,
+/// with [`Topics::settings`], keeping every other setting the topic was given. Kafka's
+/// AlterConfigs replaces a topic's whole configuration, so the topic's own settings are sent
+/// again with it.
+async fn enforce_cleanup_policies(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    names: &[String],
+) -> Result<(), PipelineError> {
+    let admin: AdminClient<DefaultClientContext> = kafka::client_config(kafka).create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let specifiers: Vec<ResourceSpecifier<'_>> = names
+        .iter()
+        .map(|name| ResourceSpecifier::Topic(name))
+        .collect();
+    let mut changes: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for (name, described) in names
+        .iter()
+        .zip(admin.describe_configs(&specifiers, &options).await?)
+    {
+        let resource = described.map_err(|code| match code {
+            // Created a moment ago, and the broker that answered has not heard yet: retried.
+            RDKafkaErrorCode::UnknownTopicOrPartition => {
+                PipelineError::Kafka(KafkaError::AdminOp(code))
+            }
+            _ => PipelineError::TopicConfig {
+                topic: name.clone(),
+                code,
+            },
+        })?;
+        let wanted = topics.cleanup_policy(name);
+        let current = resource
+            .get("cleanup.policy")
+            .and_then(|entry| entry.value.clone())
+            .unwrap_or_default();
+        if current == wanted {
+            continue;
+        }
+        let ours = topics.settings(name);
+        let mut settings: Vec<(String, String)> = resource
+            .entries
+            .iter()
+            .filter(|entry| entry.source == ConfigSource::DynamicTopic)
+            .filter(|entry| {
+                entry.name != "cleanup.policy" && !ours.iter().any(|(n, _)| *n == entry.name)
+            })
+            .filter_map(|entry| Some((entry.name.clone(), entry.value.clone()?)))
+            .collect();
+        settings.extend(ours.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        settings.push(("cleanup.policy".into(), wanted.into()));
+        tracing::warn!(topic = %name, from = %current, to = wanted,
+            "changing the topic's cleanup policy (README, \"Upgrading\")");
+        changes.push((name.clone(), settings));
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let alters: Vec<AlterConfig<'_>> = changes
+        .iter()
+        .map(|(name, settings)| {
+            settings.iter().fold(
+                AlterConfig::new(ResourceSpecifier::Topic(name)),
+                |alter, (setting, value)| alter.set(setting, value),
+            )
+        })
+        .collect();
+    for outcome in admin.alter_configs(&alters, &options).await? {
+        if let Err((specifier, code)) = outcome {
+            return Err(PipelineError::TopicConfig {
+                topic: format!("{specifier:?}"),
+                code,
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn create(

@@ -1,13 +1,14 @@
 //! The key-value store's messages (seed 000's replicated store, kept through the log).
 //!
 //! An update is published to the KV topic with the KV key as the Kafka message key, so that
-//! every update of a key lands in one partition, in order, and compaction keeps the newest:
+//! every update of a key lands in one partition, in order (the topic is never compacted: each
+//! update is a command):
 //! - an [`Envelope`](crate::Envelope) of kind [`KIND`] whose payload is a [`KvCommand`]: a put
 //!   or a delete, either one conditional on the key's current version; its outcome is recorded
 //!   under the envelope id, which is also the update's idempotency key;
 //! - or a tombstone (no payload): an unconditional delete nobody waits for.
 //!
-//! The applier publishes every change it applies to the KV state topic, compacted too: a
+//! The applier publishes every change it applies to the KV state topic, compacted: a
 //! [`KvChange`] keyed by the KV key. That topic is what `sluice kv watch` follows and what
 //! `sluice kv rebuild` replays; the update topic cannot serve for a rebuild, since its newest
 //! update of a key does not say which version it made.

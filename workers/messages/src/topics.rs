@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// How long `kv.updates` keeps an update: 30 days.
+pub const KV_UPDATES_RETENTION_MS: &str = "2592000000";
+
 /// The names of sluice's topics.
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -68,7 +71,8 @@ impl Topics {
             })
     }
 
-    /// Updates of the key-value store, keyed by the KV key; compacted.
+    /// Updates of the key-value store, keyed by the KV key. Commands, so never compacted:
+    /// every update is kept [`KV_UPDATES_RETENTION_MS`].
     pub fn kv_updates(&self) -> String {
         self.name("kv.updates")
     }
@@ -112,20 +116,31 @@ impl Topics {
         ]
     }
 
-    /// The settings `topic` is created with beyond the broker's defaults: the KV store's
-    /// topics keep the newest message of each key (compaction) rather than the newest
-    /// messages, and an update is kept a week whatever follows it, so an applier that was
-    /// down for less than that misses none.
+    /// The settings `topic` is created with beyond the broker's defaults. The KV updates are
+    /// commands, which compaction would lose (an update that a later one of the same key
+    /// replaced before the applier read it): they are kept 30 days, so an applier that was
+    /// down for less than that misses none. The KV state topic keeps the newest change of each
+    /// key, which is all a rebuild needs.
     pub fn settings(&self, topic: &str) -> Vec<(&'static str, &'static str)> {
         if topic == self.kv_updates() {
             vec![
-                ("cleanup.policy", "compact"),
-                ("min.compaction.lag.ms", "604800000"),
+                ("cleanup.policy", "delete"),
+                ("retention.ms", KV_UPDATES_RETENTION_MS),
             ]
         } else if topic == self.kv_state() {
             vec![("cleanup.policy", "compact")]
         } else {
             vec![]
+        }
+    }
+
+    /// How the broker must clean `topic` up, whatever it was created with: only the KV state
+    /// topic is compacted; every other topic holds messages each of which counts.
+    pub fn cleanup_policy(&self, topic: &str) -> &'static str {
+        if topic == self.kv_state() {
+            "compact"
+        } else {
+            "delete"
         }
     }
 

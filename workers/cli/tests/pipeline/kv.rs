@@ -587,3 +587,62 @@ async fn kv_stage_heartbeats_count_its_own_work() {
         .unwrap();
     assert!(persister[0].processed > 2, "{persister:?}");
 }
+
+/// Earlier versions made `kv.updates` compacted, and compaction loses commands (an update a
+/// later one of its key replaced before the applier read it: Nisshi compacted them away at a
+/// broker restart). A service starting against such a topic makes it a delete-policy topic
+/// with a long retention, keeping the settings an operator gave it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_kv_updates_topic_becomes_a_delete_topic_at_start() {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
+    assert!(p.terminate(0, Duration::from_secs(20)).await);
+    let topic = p.topics.kv_updates();
+    let admin: AdminClient<DefaultClientContext> = kafka::client_config(&p.kafka)
+        .create()
+        .expect("admin client");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let max_bytes = kafka::BATCH_MAX_BYTES.to_string();
+    let as_before = AlterConfig::new(ResourceSpecifier::Topic(&topic))
+        .set("cleanup.policy", "compact")
+        .set("min.compaction.lag.ms", "604800000")
+        .set("max.message.bytes", &max_bytes)
+        .set("segment.ms", "3600000");
+    for outcome in admin.alter_configs([&as_before], &options).await.unwrap() {
+        outcome.expect("the topic made compacted, as earlier versions did");
+    }
+    let config = |name: &'static str| {
+        let (admin, options, topic) = (&admin, &options, topic.clone());
+        async move {
+            let described = admin
+                .describe_configs([&ResourceSpecifier::Topic(&topic)], options)
+                .await
+                .ok()?
+                .pop()?
+                .ok()?;
+            described.get(name)?.value.clone()
+        }
+    };
+    assert_eq!(config("cleanup.policy").await.as_deref(), Some("compact"));
+
+    let persister = p.start("sluice-persister");
+    eventually(
+        Duration::from_secs(60),
+        "kv.updates made a delete-policy topic",
+        || async { (config("cleanup.policy").await.as_deref() == Some("delete")).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        config("retention.ms").await.as_deref(),
+        Some(sluice_messages::topics::KV_UPDATES_RETENTION_MS)
+    );
+    assert_eq!(
+        config("segment.ms").await.as_deref(),
+        Some("3600000"),
+        "the operator's setting kept"
+    );
+    assert_eq!(config("max.message.bytes").await, Some(max_bytes));
+    let log = p.log(persister);
+    assert!(log.contains("changing the topic's cleanup policy"), "{log}");
+}
