@@ -115,12 +115,13 @@ pub struct KafkaConfig {
     pub topic_prefix: String,
     pub partitions: i32,
     pub replication_factor: i32,
-    /// How long the broker may hold a fetch on the job and result topics when it has no data.
+    /// How long the broker may hold a fetch on the job and result topics, and the retry tiers,
+    /// when it has no data.
     /// Kafka answers as soon as data arrives, so this costs no latency; it sets how often an
     /// idle consumer asks again, and how long a resumed or newly assigned partition may wait
     /// for the fetch under way to end.
     pub fetch_wait_max_ms: u32,
-    /// The same for topics nobody waits on (retry tiers, returns, dead letters, heartbeats).
+    /// The same for topics nobody pauses one by one (returns, dead letters, heartbeats).
     pub slow_fetch_wait_max_ms: u32,
     pub session_timeout_ms: u32,
     /// A member that does not poll for this long leaves its group; the loop polls all the time

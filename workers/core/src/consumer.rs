@@ -316,7 +316,7 @@ impl Feed {
                 Offset::Offset(*offset),
                 Duration::from_secs(5),
             ) {
-                tracing::warn!(error = %e, ?partition, offset, "could not move a partition yet");
+                tracing::debug!(error = %e, ?partition, offset, "could not move a partition yet");
                 failed.push(partition.clone());
             }
         }

@@ -70,6 +70,17 @@ impl Job {
         }
     }
 
+    /// Why this message must be a dead letter before anything reads it: its headers could not
+    /// be read (they were dropped).
+    pub fn header_error(&self) -> Option<HandlerError> {
+        self.unreadable_headers.as_ref().map(|reason| {
+            HandlerError::permanent(
+                ErrorClass::Decode,
+                format!("unreadable headers, dropped: {reason}"),
+            )
+        })
+    }
+
     /// Decodes the payload as JSON of type `T`; anything else is a permanent failure.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
         serde_json::from_slice(&self.payload).map_err(|e| {

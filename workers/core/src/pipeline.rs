@@ -180,6 +180,10 @@ pub struct Stage {
     /// Transient failures retried in place (with the retry policy's delays) rather than
     /// through the retry topics. Always so for [`Execution::PerKey`].
     pub retry_in_place: bool,
+    /// The handler makes a dead letter of every message it cannot take, in the same
+    /// transaction as its position (the persister): it is handed the messages whose headers
+    /// could not be read too, instead of the loop publishing their dead letters.
+    pub own_dead_letters: bool,
 }
 
 impl Stage {
@@ -190,7 +194,14 @@ impl Stage {
             inputs,
             slow_inputs: Vec::new(),
             execution,
+            own_dead_letters: false,
         }
+    }
+
+    /// See [`Stage::own_dead_letters`].
+    pub fn writing_its_own_dead_letters(mut self) -> Self {
+        self.own_dead_letters = true;
+        self
     }
 
     /// Also reads `topics`, which nobody waits on, with the long fetch wait.
@@ -254,6 +265,7 @@ pub async fn run_stage<H: Handler>(
         way_back: (!stage.retry_in_place).then_some(return_topic),
         batched: matches!(stage.execution, Execution::Batches { .. }),
         timeout: stage.execution.timeout(),
+        own_dead_letters: stage.own_dead_letters,
         shutdown: shutdown.clone(),
     });
     let mut stage_loop = StageLoop::new(shared, stage.execution.clone(), feed);
@@ -279,6 +291,7 @@ struct Shared<H> {
     way_back: Option<String>,
     batched: bool,
     timeout: Option<Duration>,
+    own_dead_letters: bool,
     shutdown: CancellationToken,
 }
 
@@ -681,7 +694,7 @@ impl<H: Handler> StageLoop<H> {
     /// than `hold_off` (a database outage, slow handlers), the stage pauses its partitions
     /// instead, and takes again, so it keeps polling and keeps its place in the group. Pausing
     /// at once would be simpler, but each pause drops the client's prefetch and a resume takes
-    /// up to half a second to fetch again: under a burst, a third of the time lost.
+    /// up to a fetch wait to fetch again: under a burst (with 500 ms waits), a third of the time lost.
     fn apply_backpressure(&mut self) {
         let limit = self.execution.buffer_limit();
         let buffered = self.buffered();
@@ -866,14 +879,13 @@ async fn run_unit<H: Handler>(
     }
 }
 
-/// The dead-letter reason of a message whose headers could not be read: no handler sees it.
-fn unreadable(job: &Job) -> Option<HandlerError> {
-    job.unreadable_headers.as_ref().map(|reason| {
-        HandlerError::permanent(
-            ErrorClass::Decode,
-            format!("unreadable headers, dropped: {reason}"),
-        )
-    })
+/// The dead-letter reason of a message whose headers could not be read, when the loop
+/// dead-letters it itself: its handler never sees it.
+fn unreadable<H>(shared: &Shared<H>, job: &Job) -> Option<HandlerError> {
+    if shared.own_dead_letters {
+        return None;
+    }
+    job.header_error()
 }
 
 /// `handle_batch` over the messages whose headers could be read; the others fail as
@@ -883,18 +895,25 @@ async fn handle_readable<H: Handler>(
     jobs: &[Job],
     cx: &Cx,
 ) -> Result<Vec<Outcome>, PipelineError> {
-    let all_readable = jobs.iter().all(|job| job.unreadable_headers.is_none());
+    let refused: Vec<Option<HandlerError>> =
+        jobs.iter().map(|job| unreadable(shared, job)).collect();
+    let all_readable = refused.iter().all(Option::is_none);
     // Cloned only in the rare batch that holds an unreadable message.
     let readable: Vec<Job> = if all_readable {
         Vec::new()
     } else {
         jobs.iter()
-            .filter(|job| job.unreadable_headers.is_none())
-            .cloned()
+            .zip(&refused)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|(job, _)| job.clone())
             .collect()
     };
     let handing = if all_readable { jobs } else { &readable };
-    let handled = shared.handler.handle_batch(handing, cx).await;
+    let handled = if handing.is_empty() {
+        Vec::new()
+    } else {
+        shared.handler.handle_batch(handing, cx).await
+    };
     if handled.len() != handing.len() {
         return Err(PipelineError::BrokenContract(format!(
             "handle_batch returned {} outcomes for {} messages",
@@ -906,9 +925,9 @@ async fn handle_readable<H: Handler>(
         return Ok(handled);
     }
     let mut handled = handled.into_iter();
-    Ok(jobs
-        .iter()
-        .map(|job| match unreadable(job) {
+    Ok(refused
+        .into_iter()
+        .map(|refused| match refused {
             Some(error) => Err(error),
             None => handled.next().expect("one outcome per readable message"),
         })
@@ -922,7 +941,7 @@ async fn attempt<H: Handler>(
     job: &Job,
     revoked: &CancellationToken,
 ) -> Outcome {
-    if let Some(error) = unreadable(job) {
+    if let Some(error) = unreadable(shared, job) {
         return Err(error);
     }
     let cx = Cx::new(shared.shutdown.clone(), shared.timeout);

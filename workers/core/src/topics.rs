@@ -21,22 +21,23 @@ pub async fn ensure_topics(kafka: &KafkaConfig, names: &[String]) -> Result<(), 
 }
 
 /// Creates the topics every service shares ([`Topics::all`]), each with its
-/// [`Topics::settings`], and gives an existing one the [`Topics::cleanup_policy`] it must have
-/// (an older sluice made `kv.updates` compacted, which loses commands).
+/// [`Topics::settings`], and gives an existing one the [`Topics::required_settings`] it must
+/// have (an older sluice made `kv.updates` compacted, which loses commands, and dated
+/// heartbeats by their sender's clock).
 pub async fn ensure_shared_topics(
     kafka: &KafkaConfig,
     topics: &Topics,
 ) -> Result<(), PipelineError> {
     let names = topics.all();
     create(kafka, &names, |name| topics.settings(name)).await?;
-    enforce_cleanup_policies(kafka, topics, &names).await
+    enforce_required_settings(kafka, topics, &names).await
 }
 
-/// Changes the cleanup policy of those of `names` whose policy is not the one they must have,
-/// with [`Topics::settings`], keeping every other setting the topic was given. Kafka's
+/// Changes those of `names` that lack one of their required settings, giving them their
+/// [`Topics::settings`] too and keeping every other setting the topic was given. Kafka's
 /// AlterConfigs replaces a topic's whole configuration, so the topic's own settings are sent
 /// again with it.
-async fn enforce_cleanup_policies(
+async fn enforce_required_settings(
     kafka: &KafkaConfig,
     topics: &Topics,
     names: &[String],
@@ -62,28 +63,33 @@ async fn enforce_cleanup_policies(
                 code,
             },
         })?;
-        let wanted = topics.cleanup_policy(name);
-        let current = resource
-            .get("cleanup.policy")
-            .and_then(|entry| entry.value.clone())
-            .unwrap_or_default();
-        if current == wanted {
+        let current = |setting: &str| {
+            resource
+                .get(setting)
+                .and_then(|entry| entry.value.clone())
+                .unwrap_or_default()
+        };
+        let missing: Vec<(&str, &str)> = topics
+            .required_settings(name)
+            .into_iter()
+            .filter(|(setting, value)| current(setting) != *value)
+            .collect();
+        if missing.is_empty() {
             continue;
         }
-        let ours = topics.settings(name);
+        for (setting, value) in &missing {
+            tracing::warn!(topic = %name, setting, from = %current(setting), to = value,
+                "changing the topic's configuration (README, \"Upgrading\")");
+        }
+        let ours: Vec<(&str, &str)> = topics.settings(name).into_iter().chain(missing).collect();
         let mut settings: Vec<(String, String)> = resource
             .entries
             .iter()
             .filter(|entry| entry.source == ConfigSource::DynamicTopic)
-            .filter(|entry| {
-                entry.name != "cleanup.policy" && !ours.iter().any(|(n, _)| *n == entry.name)
-            })
+            .filter(|entry| !ours.iter().any(|(setting, _)| *setting == entry.name))
             .filter_map(|entry| Some((entry.name.clone(), entry.value.clone()?)))
             .collect();
         settings.extend(ours.iter().map(|(n, v)| (n.to_string(), v.to_string())));
-        settings.push(("cleanup.policy".into(), wanted.into()));
-        tracing::warn!(topic = %name, from = %current, to = wanted,
-            "changing the topic's cleanup policy (README, \"Upgrading\")");
         changes.push((name.clone(), settings));
     }
     if changes.is_empty() {

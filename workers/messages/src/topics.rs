@@ -127,21 +127,27 @@ impl Topics {
                 ("cleanup.policy", "delete"),
                 ("retention.ms", KV_UPDATES_RETENTION_MS),
             ]
-        } else if topic == self.kv_state() {
-            vec![("cleanup.policy", "compact")]
         } else {
-            vec![]
+            self.required_settings(topic)
         }
     }
 
-    /// How the broker must clean `topic` up, whatever it was created with: only the KV state
-    /// topic is compacted; every other topic holds messages each of which counts.
-    pub fn cleanup_policy(&self, topic: &str) -> &'static str {
-        if topic == self.kv_state() {
+    /// The settings `topic` must have whatever it was created with, checked at every start:
+    /// how the broker cleans it up (only the KV state topic is compacted; every other topic
+    /// holds messages each of which counts), and for heartbeats the broker's clock as their
+    /// time (a sender's clock may be off: one heartbeat from the future would hide every real
+    /// one after it, and a worker whose clock is behind would never be live).
+    pub fn required_settings(&self, topic: &str) -> Vec<(&'static str, &'static str)> {
+        let policy = if topic == self.kv_state() {
             "compact"
         } else {
             "delete"
+        };
+        let mut required = vec![("cleanup.policy", policy)];
+        if topic == self.heartbeats() {
+            required.push(("message.timestamp.type", "LogAppendTime"));
         }
+        required
     }
 
     /// The consumer group of a service, under the same prefix as the topics.

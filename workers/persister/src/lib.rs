@@ -90,7 +90,12 @@ impl PersisterHandler {
     /// The row a message becomes: its own, or, when it is invalid, a dead letter written in the
     /// same transaction as the position that marks it done (published instead, it could be
     /// lost between the commit and the broker's acknowledgement).
+    /// The row `job` becomes; its dead letter when it is not a valid message (headers that
+    /// could not be read included), written with its position like any other row.
     fn record_for(&self, job: &Job) -> Record {
+        if let Some(error) = job.header_error() {
+            return self.rejected(job, &error);
+        }
         records::parse(&self.ctx.topics, job).unwrap_or_else(|error| self.rejected(job, &error))
     }
 
@@ -154,10 +159,11 @@ impl PersisterHandler {
                     },
                 }
             };
-            if outcome.is_err() {
+            let stopped = outcome.is_err();
+            outcomes.push(outcome);
+            if stopped {
                 break;
             }
-            outcomes.push(outcome);
         }
         // The rest stay unwritten and uncommitted: delivered again after the restart.
         outcomes.resize_with(count, || Err(HandlerError::Interrupted));
@@ -327,9 +333,11 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     // waited out where it happens.
     let results = Stage::new(ROLE, vec![topics.results()], results_execution)
         .with_slow_inputs(vec![topics.dead_letters(), topics.heartbeats()])
-        .retrying_in_place();
-    let kv =
-        Stage::new(KV_APPLIER_ROLE, vec![topics.kv_updates()], kv_execution).retrying_in_place();
+        .retrying_in_place()
+        .writing_its_own_dead_letters();
+    let kv = Stage::new(KV_APPLIER_ROLE, vec![topics.kv_updates()], kv_execution)
+        .retrying_in_place()
+        .writing_its_own_dead_letters();
     let run = |stage: Stage, ctx: Arc<StageContext>| {
         let role = stage.role.clone();
         let handler = PersisterHandler::new(

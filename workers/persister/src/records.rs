@@ -352,7 +352,11 @@ fn parse_heartbeat(job: &Job) -> Result<WorkerRow, HandlerError> {
         in_flight: count(beat.in_flight),
         processed: count(beat.processed),
         version: beat.version,
-        last_seen: beat.at,
+        // The broker's clock (the topic's timestamps are its append times), not the sender's.
+        last_seen: job
+            .timestamp_ms
+            .and_then(DateTime::from_timestamp_millis)
+            .unwrap_or(beat.at),
     })
 }
 
@@ -365,6 +369,17 @@ fn storable_time(at: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     } else {
         Err(format!("created_at {at} is out of range (years 1 to 9999)"))
     }
+}
+
+/// `text` if it can be a Kafka topic's name (at most 249 of `[A-Za-z0-9._-]`), else nothing: a
+/// forged header of kilobytes would not fit the index on `original_topic` (SQLSTATE 54000),
+/// and a dead letter the database refuses stops the persister.
+fn topic_name(text: &str) -> Option<String> {
+    let valid = (1..=249).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    valid.then(|| text.to_string())
 }
 
 /// PostgreSQL text cannot hold NUL; a dead letter must be storable whatever it carries.
@@ -422,7 +437,7 @@ pub fn parse_dead_letter(job: &Job) -> DeadLetterRow {
         source_partition: job.partition,
         source_offset: job.offset,
         source_timestamp_ms: job.timestamp_ms.unwrap_or(-1),
-        original_topic: header_str(headers, header::ORIGINAL_TOPIC).map(storable),
+        original_topic: header_str(headers, header::ORIGINAL_TOPIC).and_then(topic_name),
         original_partition: header_i64(headers, header::ORIGINAL_PARTITION)
             .and_then(|p| i32::try_from(p).ok()),
         original_offset: header_i64(headers, header::ORIGINAL_OFFSET),
@@ -442,6 +457,35 @@ pub fn parse_dead_letter(job: &Job) -> DeadLetterRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_original_topic_that_cannot_be_a_topic_is_not_stored() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let letter = |original: &str| {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: header::ORIGINAL_TOPIC,
+                value: Some(original),
+            });
+            parse_dead_letter(&Job {
+                topic: "t.dead-letters".into(),
+                partition: 0,
+                offset: 0,
+                key: None,
+                payload: b"x".to_vec(),
+                headers: Some(headers),
+                timestamp_ms: None,
+                attempt: 1,
+                unreadable_headers: None,
+            })
+            .original_topic
+        };
+        assert_eq!(
+            letter("sluice.compute.jobs").as_deref(),
+            Some("sluice.compute.jobs")
+        );
+        assert_eq!(letter(&"x".repeat(5_000)), None, "too long for the index");
+        assert_eq!(letter("no spaces"), None);
+    }
 
     #[test]
     fn a_models_answer_must_name_a_version_the_view_can_cast() {

@@ -198,6 +198,9 @@ struct Report {
 /// names none (or names a topic that is not a returns topic).
 fn way_back(ctx: &StageContext, job: &Job) -> Result<Output, Output> {
     let topics = &ctx.topics;
+    if let Some(error) = job.header_error() {
+        return Err(dead_letter(ctx, job, &error));
+    }
     match header_str(job.headers.as_ref(), header::RETURN_TOPIC) {
         Some(topic) if topics.is_returns(topic) => Ok(Output {
             topic: topic.to_string(),

@@ -644,5 +644,5 @@ async fn a_compacted_kv_updates_topic_becomes_a_delete_topic_at_start() {
     );
     assert_eq!(config("max.message.bytes").await, Some(max_bytes));
     let log = p.log(persister);
-    assert!(log.contains("changing the topic's cleanup policy"), "{log}");
+    assert!(log.contains("changing the topic's configuration"), "{log}");
 }

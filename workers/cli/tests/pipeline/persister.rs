@@ -451,6 +451,79 @@ async fn a_commit_that_fails_is_waited_out_not_taken_for_refused_data() {
     assert_eq!(p.count("SELECT count(*) FROM dead_letters").await, 0);
 }
 
+/// Heartbeats are dated by the broker, not by their sender: before the fix one heartbeat from
+/// a clock an hour ahead hid every later one of its worker, and a worker whose clock was behind
+/// was never live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_dated_by_the_broker_not_their_sender() {
+    let p = TestPipeline::spawn(Options::no_workers()).await;
+    let beat = |state: &str, at: chrono::DateTime<Utc>| {
+        json!({"role": "compute", "instance": "skewed", "host": "h", "state": state,
+               "in_flight": 0, "processed": 0, "version": "v", "at": at})
+        .to_string()
+        .into_bytes()
+    };
+    let now = Utc::now();
+    let heartbeats = p.topics.heartbeats();
+    p.publish_raw(
+        &heartbeats,
+        "skewed",
+        beat("busy", now + chrono::Duration::hours(1)),
+    )
+    .await;
+    p.publish_raw(
+        &heartbeats,
+        "skewed",
+        beat("idle", now - chrono::Duration::seconds(30)),
+    )
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM workers WHERE instance_id = 'skewed' AND state = 'idle'
+           AND last_seen BETWEEN now() - interval '10 seconds' AND now() + interval '1 second'",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    let (code, listed) = p.sluice(&["workers"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        listed.contains("skewed"),
+        "live though its clock is behind: {listed}"
+    );
+}
+
+/// A header name that is not UTF-8 on a topic the persister reads: its dead letter is a row
+/// written with the message's position, like every other row of the persister, not a publish
+/// that a crash could lose after the position moved past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_header_becomes_a_dead_letter_row_with_its_position() {
+    let p = TestPipeline::spawn(Options::no_workers()).await;
+    let results = p.topics.results();
+    let id = Uuid::new_v4();
+    p.publish_with_raw_header_name(
+        &results,
+        &id.to_string(),
+        &result_message(id, json!({"ok": true, "result": 1.0})),
+        b"\xc3\x28",
+    )
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM dead_letters WHERE error_class = 'decode' AND reason LIKE '%not UTF-8%'",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        p.count(&format!(
+            "SELECT coalesce(sum(next_offset), 0)::int8 FROM consumer_offsets WHERE topic = '{results}'"
+        ))
+        .await,
+        1,
+        "the position covers the message"
+    );
+    assert!(p.is_running(0), "the persister keeps running");
+}
+
 /// A batch the database refuses goes row by row. One row waits on a lock (a lock timeout is
 /// not refused data: it is waited out, not dead-lettered), shutdown comes meanwhile, and the
 /// rows after it must not be written: before the fix the next row committed and moved the
