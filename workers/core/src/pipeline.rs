@@ -897,33 +897,24 @@ async fn handle_readable<H: Handler>(
 ) -> Result<Vec<Outcome>, PipelineError> {
     let refused: Vec<Option<HandlerError>> =
         jobs.iter().map(|job| unreadable(shared, job)).collect();
-    let all_readable = refused.iter().all(Option::is_none);
+    if refused.iter().all(Option::is_none) {
+        return one_per_message(shared.handler.handle_batch(jobs, cx).await, jobs.len());
+    }
     // Cloned only in the rare batch that holds an unreadable message.
-    let readable: Vec<Job> = if all_readable {
+    let readable: Vec<Job> = jobs
+        .iter()
+        .zip(&refused)
+        .filter(|(_, refused)| refused.is_none())
+        .map(|(job, _)| job.clone())
+        .collect();
+    let handled = if readable.is_empty() {
         Vec::new()
     } else {
-        jobs.iter()
-            .zip(&refused)
-            .filter(|(_, refused)| refused.is_none())
-            .map(|(job, _)| job.clone())
-            .collect()
+        one_per_message(
+            shared.handler.handle_batch(&readable, cx).await,
+            readable.len(),
+        )?
     };
-    let handing = if all_readable { jobs } else { &readable };
-    let handled = if handing.is_empty() {
-        Vec::new()
-    } else {
-        shared.handler.handle_batch(handing, cx).await
-    };
-    if handled.len() != handing.len() {
-        return Err(PipelineError::BrokenContract(format!(
-            "handle_batch returned {} outcomes for {} messages",
-            handled.len(),
-            handing.len()
-        )));
-    }
-    if all_readable {
-        return Ok(handled);
-    }
     let mut handled = handled.into_iter();
     Ok(refused
         .into_iter()
@@ -932,6 +923,18 @@ async fn handle_readable<H: Handler>(
             None => handled.next().expect("one outcome per readable message"),
         })
         .collect())
+}
+
+/// `outcomes` of a batch of `count` messages, if the handler kept its contract.
+fn one_per_message(outcomes: Vec<Outcome>, count: usize) -> Result<Vec<Outcome>, PipelineError> {
+    if outcomes.len() == count {
+        Ok(outcomes)
+    } else {
+        Err(PipelineError::BrokenContract(format!(
+            "handle_batch returned {} outcomes for {count} messages",
+            outcomes.len()
+        )))
+    }
 }
 
 /// One call of the handler for one message, within the stage's timeout; given up (as

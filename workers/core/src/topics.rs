@@ -17,7 +17,7 @@ use crate::kafka;
 
 /// Creates every topic that does not exist yet; existing ones are left as they are.
 pub async fn ensure_topics(kafka: &KafkaConfig, names: &[String]) -> Result<(), PipelineError> {
-    create(kafka, names, |_| vec![]).await
+    create(&admin_client(kafka)?, kafka, names, |_| vec![]).await
 }
 
 /// Creates the topics every service shares ([`Topics::all`]), each with its
@@ -28,9 +28,14 @@ pub async fn ensure_shared_topics(
     kafka: &KafkaConfig,
     topics: &Topics,
 ) -> Result<(), PipelineError> {
+    let admin = admin_client(kafka)?;
     let names = topics.all();
-    create(kafka, &names, |name| topics.settings(name)).await?;
-    enforce_required_settings(kafka, topics, &names).await
+    create(&admin, kafka, &names, |name| topics.settings(name)).await?;
+    enforce_required_settings(&admin, topics, &names).await
+}
+
+fn admin_client(kafka: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, PipelineError> {
+    Ok(kafka::client_config(kafka).create()?)
 }
 
 /// Changes those of `names` that lack one of their required settings, giving them their
@@ -38,11 +43,10 @@ pub async fn ensure_shared_topics(
 /// AlterConfigs replaces a topic's whole configuration, so the topic's own settings are sent
 /// again with it.
 async fn enforce_required_settings(
-    kafka: &KafkaConfig,
+    admin: &AdminClient<DefaultClientContext>,
     topics: &Topics,
     names: &[String],
 ) -> Result<(), PipelineError> {
-    let admin: AdminClient<DefaultClientContext> = kafka::client_config(kafka).create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let specifiers: Vec<ResourceSpecifier<'_>> = names
         .iter()
@@ -116,11 +120,11 @@ async fn enforce_required_settings(
 }
 
 async fn create(
+    admin: &AdminClient<DefaultClientContext>,
     kafka: &KafkaConfig,
     names: &[String],
     settings: impl Fn(&str) -> Vec<(&'static str, &'static str)>,
 ) -> Result<(), PipelineError> {
-    let admin: AdminClient<DefaultClientContext> = kafka::client_config(kafka).create()?;
     let max_message_bytes = kafka::BATCH_MAX_BYTES.to_string();
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()

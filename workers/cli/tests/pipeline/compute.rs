@@ -157,6 +157,25 @@ async fn calc_without_live_workers_says_so_and_leaves_nothing_behind() {
     );
 }
 
+/// Publishes `add 2 2`, a job any live worker answers with 4.
+async fn publish_two_plus_two(p: &TestPipeline) -> Uuid {
+    let id = Uuid::new_v4();
+    p.publish_job(&Envelope::with_id(
+        id,
+        "compute",
+        json!({"op": "add", "a": 2, "b": 2}),
+    ))
+    .await;
+    id
+}
+
+async fn wait_for_four(p: &TestPipeline, id: Uuid) {
+    let sql = format!(
+        "SELECT count(*) FROM jobs WHERE job_id = '{id}' AND (result->>'result')::float8 = 4"
+    );
+    p.wait_count(&sql, 1, Duration::from_secs(30)).await;
+}
+
 /// A header name that is not UTF-8 made rdkafka panic in the worker, before the message was
 /// stored: every consumer of its partition crash-looped on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,23 +191,14 @@ async fn a_header_name_that_is_not_utf8_is_dead_lettered_and_the_worker_keeps_ru
         b"trace-\xff\xfe",
     )
     .await;
-    let fine = Uuid::new_v4();
-    p.publish_job(&Envelope::with_id(
-        fine,
-        "compute",
-        json!({"op": "add", "a": 2, "b": 2}),
-    ))
-    .await;
+    let fine = publish_two_plus_two(&p).await;
     p.wait_count(
         "SELECT count(*) FROM dead_letters WHERE error_class = 'decode' AND reason LIKE '%not UTF-8%'",
         1,
         Duration::from_secs(60),
     )
     .await;
-    let sql = format!(
-        "SELECT count(*) FROM jobs WHERE job_id = '{fine}' AND (result->>'result')::float8 = 4"
-    );
-    p.wait_count(&sql, 1, Duration::from_secs(30)).await;
+    wait_for_four(&p, fine).await;
     assert!(p.is_running(2), "the compute worker survived the message");
 }
 
@@ -238,13 +248,7 @@ async fn malformed_input_becomes_dead_letters_or_error_answers_and_the_worker_ke
         p.publish_job(&Envelope::with_id(*id, "compute", payload))
             .await;
     }
-    let fine = Uuid::new_v4();
-    p.publish_job(&Envelope::with_id(
-        fine,
-        "compute",
-        json!({"op": "add", "a": 2, "b": 2}),
-    ))
-    .await;
+    let fine = publish_two_plus_two(&p).await;
 
     // Seven undecodable or schema-violating messages: seven dead letters, with reasons.
     p.wait_count(
@@ -276,9 +280,6 @@ async fn malformed_input_becomes_dead_letters_or_error_answers_and_the_worker_ke
         let sql = format!("SELECT count(*) FROM jobs WHERE job_id = '{id}' AND status = 'done' AND result->>'ok' = 'false'");
         p.wait_count(&sql, 1, Duration::from_secs(30)).await;
     }
-    let sql = format!(
-        "SELECT count(*) FROM jobs WHERE job_id = '{fine}' AND (result->>'result')::float8 = 4"
-    );
-    p.wait_count(&sql, 1, Duration::from_secs(30)).await;
+    wait_for_four(&p, fine).await;
     assert!(p.is_running(2), "the compute worker survived all of it");
 }

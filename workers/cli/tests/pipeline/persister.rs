@@ -138,10 +138,7 @@ async fn the_position_stored_with_the_rows_decides_what_is_applied() {
     )
     .await;
     assert_eq!(
-        p.count(&format!(
-            "SELECT coalesce(sum(next_offset), 0)::int8 FROM consumer_offsets WHERE topic = '{results}'"
-        ))
-        .await,
+        stored_positions(&p, &results).await,
         21,
         "the stored position covers every message of the results topic"
     );
@@ -175,6 +172,15 @@ async fn the_position_stored_with_the_rows_decides_what_is_applied() {
         "only the new result"
     );
     assert_eq!(p.count("SELECT count(*) FROM dead_letters").await, 0);
+}
+
+/// The sum of the persister's stored positions in `topic`: how many of its messages (from
+/// offset 0 of every partition) were applied.
+async fn stored_positions(p: &TestPipeline, topic: &str) -> i64 {
+    p.count(&format!(
+        "SELECT coalesce(sum(next_offset), 0)::int8 FROM consumer_offsets WHERE topic = '{topic}'"
+    ))
+    .await
 }
 
 /// Commits offset 0 for every partition of `topic` in the persister's group, as if Kafka had
@@ -514,10 +520,7 @@ async fn an_unreadable_header_becomes_a_dead_letter_row_with_its_position() {
     )
     .await;
     assert_eq!(
-        p.count(&format!(
-            "SELECT coalesce(sum(next_offset), 0)::int8 FROM consumer_offsets WHERE topic = '{results}'"
-        ))
-        .await,
+        stored_positions(&p, &results).await,
         1,
         "the position covers the message"
     );
