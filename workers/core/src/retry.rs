@@ -11,14 +11,14 @@ use std::time::Duration;
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 use chrono::Utc;
+use rdkafka::message::{Headers, OwnedHeaders};
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use sluice_messages::{header, Topics};
 
 use crate::config::RetryConfig;
-use tokio_util::sync::CancellationToken;
-
 use crate::error::{ErrorClass, HandlerError, PipelineError};
 use crate::headers::{header_i64, header_str, rewrite_headers};
 use crate::job::Job;
@@ -28,6 +28,8 @@ use crate::kafka::{Output, PublishError, Publisher};
 const MAX_ERROR_LEN: usize = 2_000;
 /// What is kept of a dead letter's payload when the whole was too large for the broker.
 pub const TRUNCATED_PAYLOAD: usize = 64 * 1024;
+/// What is kept of a cut dead letter's own (not sluice's) headers, in bytes of names and values.
+pub const TRUNCATED_FOREIGN_HEADERS: usize = 16 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -155,21 +157,36 @@ impl RetryPolicy {
     }
 }
 
-/// `dead_letter` with its payload cut to [`TRUNCATED_PAYLOAD`] bytes, for when the broker
-/// refused it as too large; the original size is kept in a header.
+/// `dead_letter` cut to fit any broker: its payload to [`TRUNCATED_PAYLOAD`] bytes and the
+/// message's own headers to [`TRUNCATED_FOREIGN_HEADERS`] (kept in order while they fit),
+/// for when the broker refused it as too large. sluice's headers are bounded and all kept;
+/// the original size, and how many headers were dropped, are said in headers.
 fn truncated(dead_letter: &Output) -> Output {
     let original = dead_letter.payload.len();
     let mut payload = dead_letter.payload.clone();
     payload.truncate(TRUNCATED_PAYLOAD);
+    let mut headers = OwnedHeaders::new();
+    let (mut foreign_bytes, mut dropped) = (0, 0);
+    for h in dead_letter.headers.iter().flat_map(|all| all.iter()) {
+        if !h.key.starts_with(header::PREFIX) {
+            let size = h.key.len() + h.value.map_or(0, <[u8]>::len);
+            if foreign_bytes + size > TRUNCATED_FOREIGN_HEADERS {
+                dropped += 1;
+                continue;
+            }
+            foreign_bytes += size;
+        }
+        headers = headers.insert(h);
+    }
+    let mut add = vec![(header::TRUNCATED_FROM, original.to_string())];
+    if dropped > 0 {
+        add.push((header::HEADERS_DROPPED, dropped.to_string()));
+    }
     Output {
         topic: dead_letter.topic.clone(),
         key: dead_letter.key.clone(),
         payload,
-        headers: Some(rewrite_headers(
-            dead_letter.headers.as_ref(),
-            &[],
-            &[(header::TRUNCATED_FROM, original.to_string())],
-        )),
+        headers: Some(rewrite_headers(Some(&headers), &[], &add)),
     }
 }
 
@@ -219,6 +236,7 @@ fn job_id_of(payload: &[u8]) -> Option<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::Header;
 
     fn policy(jitter: f64) -> RetryPolicy {
         RetryPolicy::new(RetryConfig {
@@ -272,6 +290,55 @@ mod tests {
             p.tier_after(&topics, 1, Some(Duration::from_secs(9_999))).0,
             "p.retry.10m"
         );
+    }
+
+    #[test]
+    fn a_cut_dead_letter_keeps_sluice_headers_and_the_foreign_ones_that_fit() {
+        let big = "v".repeat(TRUNCATED_FOREIGN_HEADERS / 2);
+        let headers = [
+            ("traceparent", "00-abc-01"),
+            ("big-1", big.as_str()),
+            (header::FAILURES, "1"),
+            ("big-2", big.as_str()),
+            ("after", "small"),
+        ]
+        .iter()
+        .fold(OwnedHeaders::new(), |all, (key, value)| {
+            all.insert(Header {
+                key,
+                value: Some(*value),
+            })
+        });
+        let letter = Output {
+            topic: "dl".to_string(),
+            key: None,
+            payload: vec![b'x'; TRUNCATED_PAYLOAD * 3],
+            headers: Some(headers),
+        };
+        let cut = truncated(&letter);
+        let kept = cut.headers.as_ref();
+        assert_eq!(cut.payload.len(), TRUNCATED_PAYLOAD);
+        assert_eq!(
+            header_i64(kept, header::TRUNCATED_FROM),
+            Some(TRUNCATED_PAYLOAD as i64 * 3)
+        );
+        assert_eq!(header_i64(kept, header::HEADERS_DROPPED), Some(1));
+        assert_eq!(header_str(kept, header::FAILURES), Some("1"));
+        assert_eq!(header_str(kept, "traceparent"), Some("00-abc-01"));
+        assert_eq!(header_str(kept, "big-1"), Some(big.as_str()));
+        assert_eq!(header_str(kept, "big-2"), None);
+        assert_eq!(
+            header_str(kept, "after"),
+            Some("small"),
+            "a later one that fits"
+        );
+        let foreign: usize = kept
+            .unwrap()
+            .iter()
+            .filter(|h| !h.key.starts_with(header::PREFIX))
+            .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+            .sum();
+        assert!(foreign <= TRUNCATED_FOREIGN_HEADERS);
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub const DUE_MS: &str = "sluice-due-ms";
 pub const JOB_ID: &str = "sluice-job-id";
 /// Set on a dead letter whose payload was cut to fit the broker's message size.
 pub const TRUNCATED_FROM: &str = "sluice-truncated-from";
+/// Set on a cut dead letter that lost some of the message's own headers to fit: how many.
+pub const HEADERS_DROPPED: &str = "sluice-headers-dropped";
 
 /// Headers that describe one failure; replaced, never accumulated, on the next one.
 pub const PER_FAILURE: [&str; 4] = [FAILURES, ERROR_CLASS, ERROR, DUE_MS];

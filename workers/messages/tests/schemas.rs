@@ -2447,7 +2447,7 @@ fn schemas_and_consumers_agree() {
 // Headers: documented in the dead-letters schema and in schemas/README.md.
 
 /// Every header name of `sluice_messages::header`.
-const HEADERS: [&str; 11] = [
+const HEADERS: [&str; 12] = [
     header::FAILURES,
     header::ORIGINAL_TOPIC,
     header::ORIGINAL_PARTITION,
@@ -2459,6 +2459,7 @@ const HEADERS: [&str; 11] = [
     header::DUE_MS,
     header::JOB_ID,
     header::TRUNCATED_FROM,
+    header::HEADERS_DROPPED,
 ];
 
 #[test]
@@ -2493,6 +2494,7 @@ fn headers_are_documented() {
         header::FIRST_FAILURE_MS: "1767322245678",
         header::JOB_ID: id().to_string(),
         header::TRUNCATED_FROM: "2000000",
+        header::HEADERS_DROPPED: "2",
         "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     });
     assert_eq!(complaints(&headers, &letter), Vec::<String>::new());
