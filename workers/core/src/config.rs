@@ -266,8 +266,8 @@ pub struct WorkerConfig {
     /// After shutdown, how long work in flight may still finish; what is left is abandoned
     /// uncommitted and delivered again later.
     pub shutdown_grace: Duration,
-    /// The stage stops when more than this share of the last `dead_letter_window` messages
-    /// went to the dead letters (1 turns the check off).
+    /// More than this share of the last `dead_letter_window` messages dead-lettered raises an
+    /// alarm; the stage stops when that many ran out of attempts (1 turns both off).
     pub dead_letter_max_share: f64,
     pub dead_letter_window: usize,
 }

@@ -186,10 +186,10 @@ pub enum PipelineError {
     /// A handler broke the loop's contract (e.g. a wrong number of outcomes for a batch).
     #[error("handler broke its contract: {0}")]
     BrokenContract(String),
-    /// Too many recent messages went to the dead letters: something upstream is wrong.
+    /// Too many recent messages ran out of attempts: a dependency keeps failing.
     #[error(
-        "{dead} of the last {window} messages were dead-lettered (limit {max_share}); stopping \
-         rather than dead-lettering the whole topic"
+        "{dead} of the last {window} messages were dead-lettered after their attempts ran out \
+         (limit {max_share}); stopping rather than dead-lettering the whole topic"
     )]
     TooManyDeadLetters {
         dead: usize,

@@ -19,6 +19,8 @@ fn beat(ctx: &StageContext, role: &str, state: WorkerState) -> Heartbeat {
         state,
         in_flight: ctx.stats.in_flight(),
         processed: ctx.stats.processed(),
+        dead_lettered: ctx.stats.dead_lettered(),
+        alarm: ctx.stats.alarm(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         at: Utc::now(),
     }

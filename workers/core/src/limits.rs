@@ -1,5 +1,5 @@
-//! The two limits a stage keeps on itself: a rate of calls per second, and a cap on the share
-//! of recent messages it dead-letters.
+//! The two limits a stage keeps on itself: a rate of calls per second, and a watch on the share
+//! of recent messages it dead-letters (an alarm, or a stop when a dependency is failing).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -57,42 +57,103 @@ impl RateLimiter {
     }
 }
 
-/// Counts dead letters among the last `window` messages and refuses to go on past
-/// `max_share` of a full window, so a broken dependency or producer stops the stage loudly
-/// instead of emptying a topic into the dead letters.
+/// Why a message went to the dead letters, which decides what a flood of them means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterCause {
+    /// The message itself can never succeed (undecodable, invalid, refused): what any producer
+    /// of a public topic can send, so it must not stop the stage for everyone.
+    Rejected,
+    /// Its attempts ran out on transient failures: a dependency (the database, a provider)
+    /// keeps failing, and going on would empty the topic into the dead letters.
+    AttemptsSpent,
+}
+
+/// A change of a [`DeadLetterGuard`]'s alarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Alarm {
+    /// More than the share of recent messages were dead-lettered: why, for the operator.
+    Raised(String),
+    /// The share is back under the limit.
+    Cleared,
+}
+
+/// Counts dead letters among the last `window` messages. Past `max_share` of a full window it
+/// raises an alarm (the stage goes on: a producer's garbage is dead-lettered, not an outage),
+/// and it stops the stage when that many ran out of attempts, since then a dependency is
+/// failing and going on would empty a topic into the dead letters.
 #[derive(Debug)]
 pub struct DeadLetterGuard {
-    recent: VecDeque<bool>,
-    dead: usize,
+    recent: VecDeque<Option<DeadLetterCause>>,
+    rejected: usize,
+    attempts_spent: usize,
     window: usize,
     max_share: f64,
+    alarmed: bool,
 }
 
 impl DeadLetterGuard {
     pub fn new(window: usize, max_share: f64) -> Self {
         Self {
             recent: VecDeque::with_capacity(window),
-            dead: 0,
+            rejected: 0,
+            attempts_spent: 0,
             window,
             max_share,
+            alarmed: false,
         }
     }
 
-    /// Records one finished message.
-    pub fn record(&mut self, dead_lettered: bool) -> Result<(), PipelineError> {
-        if self.recent.len() == self.window && self.recent.pop_front() == Some(true) {
-            self.dead -= 1;
+    fn count(&mut self, cause: Option<DeadLetterCause>, added: bool) {
+        let count = match cause {
+            None => return,
+            Some(DeadLetterCause::Rejected) => &mut self.rejected,
+            Some(DeadLetterCause::AttemptsSpent) => &mut self.attempts_spent,
+        };
+        if added {
+            *count += 1;
+        } else {
+            *count -= 1;
+        }
+    }
+
+    fn over_share(&self, dead: usize) -> bool {
+        self.max_share < 1.0 && dead as f64 > self.max_share * self.window as f64
+    }
+
+    /// Records one finished message: `None` if it was handled, or why it was dead-lettered.
+    /// Says when the alarm changes; an error when the stage must stop.
+    pub fn record(
+        &mut self,
+        dead_lettered: Option<DeadLetterCause>,
+    ) -> Result<Option<Alarm>, PipelineError> {
+        if self.recent.len() == self.window {
+            let oldest = self.recent.pop_front().flatten();
+            self.count(oldest, false);
         }
         self.recent.push_back(dead_lettered);
-        self.dead += usize::from(dead_lettered);
-        if self.max_share < 1.0 && self.dead as f64 > self.max_share * self.window as f64 {
+        self.count(dead_lettered, true);
+        if self.over_share(self.attempts_spent) {
             return Err(PipelineError::TooManyDeadLetters {
-                dead: self.dead,
+                dead: self.attempts_spent,
                 window: self.window,
                 max_share: self.max_share,
             });
         }
-        Ok(())
+        let dead = self.rejected + self.attempts_spent;
+        let over = self.over_share(dead);
+        if over == self.alarmed {
+            return Ok(None);
+        }
+        self.alarmed = over;
+        Ok(Some(if over {
+            Alarm::Raised(format!(
+                "{dead} of the last {} messages were dead-lettered ({} rejected as they were), \
+                 over DEAD_LETTER_MAX_SHARE {}: see `sluice dlq list`",
+                self.window, self.rejected, self.max_share
+            ))
+        } else {
+            Alarm::Cleared
+        }))
     }
 }
 
@@ -119,23 +180,51 @@ mod tests {
     }
 
     #[test]
-    fn the_guard_trips_past_its_share_of_a_full_window() {
+    fn spent_attempts_past_the_share_of_a_full_window_stop_the_stage() {
+        let spent = Some(DeadLetterCause::AttemptsSpent);
         let mut guard = DeadLetterGuard::new(10, 0.5);
         for _ in 0..5 {
-            guard.record(true).unwrap();
+            guard.record(spent).unwrap();
         }
         for _ in 0..20 {
-            guard.record(false).unwrap();
+            guard.record(None).unwrap();
         }
         for _ in 0..5 {
-            guard.record(true).unwrap();
+            guard.record(spent).unwrap();
         }
-        let error = guard.record(true).unwrap_err();
+        let error = guard.record(spent).unwrap_err();
         assert!(error.to_string().contains("6 of the last 10"), "{error}");
         let mut off = DeadLetterGuard::new(10, 1.0);
         for _ in 0..30 {
-            off.record(true).unwrap();
+            off.record(spent).unwrap();
         }
+    }
+
+    #[test]
+    fn rejected_messages_past_the_share_raise_an_alarm_until_the_share_falls() {
+        let rejected = Some(DeadLetterCause::Rejected);
+        let mut guard = DeadLetterGuard::new(10, 0.5);
+        for _ in 0..5 {
+            assert_eq!(guard.record(rejected).unwrap(), None);
+        }
+        let Some(Alarm::Raised(reason)) = guard.record(rejected).unwrap() else {
+            panic!("the sixth of ten raises the alarm");
+        };
+        assert!(reason.contains("6 of the last 10"), "{reason}");
+        for _ in 0..100 {
+            assert_eq!(guard.record(rejected).unwrap(), None, "raised once");
+        }
+        // Spent attempts count towards the alarm, and alone towards stopping.
+        for _ in 0..5 {
+            assert_eq!(
+                guard.record(Some(DeadLetterCause::AttemptsSpent)).unwrap(),
+                None
+            );
+        }
+        for _ in 0..4 {
+            assert_eq!(guard.record(None).unwrap(), None);
+        }
+        assert_eq!(guard.record(None).unwrap(), Some(Alarm::Cleared));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::error::{ErrorClass, HandlerError, PipelineError};
 use crate::heartbeat::HeartbeatTask;
 use crate::job::{Cx, Handler, Job, Outcome, ReadFrom, TopicPartition};
 use crate::kafka::{PublishError, MESSAGE_MAX_BYTES};
-use crate::limits::{DeadLetterGuard, RateLimiter};
+use crate::limits::{Alarm, DeadLetterCause, DeadLetterGuard, RateLimiter};
 use crate::pause::Pause;
 use crate::retry::publish_dead_letter;
 use crate::shutdown::finish_within;
@@ -321,7 +321,7 @@ fn key_of(job: &Job) -> KeyId {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Delivery {
     Done,
-    DeadLettered,
+    DeadLettered(DeadLetterCause),
     /// Not durable (shutdown came first): left uncommitted, delivered again later.
     Abandoned,
 }
@@ -756,8 +756,25 @@ impl<H: Handler> StageLoop<H> {
             return Err(failure);
         }
         for delivery in &report.deliveries {
-            if delivery.finished() {
-                self.guard.record(*delivery == Delivery::DeadLettered)?;
+            let dead_lettered = match *delivery {
+                Delivery::Abandoned => continue,
+                Delivery::Done => None,
+                Delivery::DeadLettered(cause) => Some(cause),
+            };
+            let stats = &self.shared.ctx.stats;
+            if dead_lettered.is_some() {
+                stats.dead_lettered_one();
+            }
+            match self.guard.record(dead_lettered)? {
+                None => {}
+                Some(Alarm::Raised(reason)) => {
+                    tracing::error!(%reason, "dead-letter alarm: the stage goes on");
+                    stats.set_alarm(Some(reason));
+                }
+                Some(Alarm::Cleared) => {
+                    tracing::info!("dead-letter alarm cleared");
+                    stats.set_alarm(None);
+                }
             }
         }
         Ok(())
@@ -1011,7 +1028,7 @@ async fn deliver<H: Handler>(
 ) -> Result<Delivery, PipelineError> {
     let ctx = &shared.ctx;
     let (outputs, dead) = match outcome {
-        Ok(outputs) => (outputs, false),
+        Ok(outputs) => (outputs, None),
         Err(HandlerError::Interrupted) if shared.shutdown.is_cancelled() => {
             return Ok(Delivery::Abandoned)
         }
@@ -1030,7 +1047,12 @@ async fn deliver<H: Handler>(
             let next =
                 ctx.retry
                     .route_failure(&ctx.topics, shared.way_back.as_deref(), job, &error);
-            let dead = next.topic == ctx.topics.dead_letters();
+            let dead =
+                (next.topic == ctx.topics.dead_letters()).then_some(if error.is_retryable() {
+                    DeadLetterCause::AttemptsSpent
+                } else {
+                    DeadLetterCause::Rejected
+                });
             tracing::warn!(topic = %job.topic, partition = job.partition, offset = job.offset,
                 attempt = job.attempt, to = %next.topic, %error, "message failed");
             (vec![next], dead)
@@ -1061,11 +1083,7 @@ async fn deliver<H: Handler>(
         }
     }
     let Some(refused) = undeliverable else {
-        return Ok(if dead {
-            Delivery::DeadLettered
-        } else {
-            Delivery::Done
-        });
+        return Ok(dead.map_or(Delivery::Done, Delivery::DeadLettered));
     };
     tracing::warn!(topic = %job.topic, partition = job.partition, offset = job.offset,
         error = %refused, "an output can never be published; dead-lettering the message");
@@ -1075,7 +1093,7 @@ async fn deliver<H: Handler>(
         .route_failure(&ctx.topics, shared.way_back.as_deref(), job, &error);
     Ok(
         if publish_dead_letter(&ctx.publisher, &letter, &shared.shutdown).await? {
-            Delivery::DeadLettered
+            Delivery::DeadLettered(DeadLetterCause::Rejected)
         } else {
             Delivery::Abandoned
         },

@@ -214,7 +214,8 @@ pub async fn publish_dead_letter(
     })
 }
 
-fn truncate_at_char(text: &mut String, max: usize) {
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+pub fn truncate_at_char(text: &mut String, max: usize) {
     if text.len() > max {
         let cut = (0..=max)
             .rev()

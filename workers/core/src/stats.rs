@@ -1,7 +1,9 @@
 //! Counters a stage updates as it works, read by the heartbeat: how much is in flight and
-//! waiting, how much is done, and when work last finished, which tells busy from stalled.
+//! waiting, how much is done or dead-lettered, when work last finished (which tells busy from
+//! stalled), and the dead-letter alarm.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sluice_messages::heartbeat::WorkerState;
@@ -13,6 +15,9 @@ pub struct WorkerStats {
     /// Received, not handed to the handler yet.
     waiting: AtomicU64,
     processed: AtomicU64,
+    dead_lettered: AtomicU64,
+    /// Why the stage's dead letters are over their share, while they are.
+    alarm: Mutex<Option<String>>,
     /// Milliseconds after `started` when work last finished (or the stage became idle).
     last_progress_ms: AtomicU64,
 }
@@ -24,6 +29,8 @@ impl Default for WorkerStats {
             in_flight: AtomicU64::new(0),
             waiting: AtomicU64::new(0),
             processed: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            alarm: Mutex::new(None),
             last_progress_ms: AtomicU64::new(0),
         }
     }
@@ -61,6 +68,29 @@ impl WorkerStats {
 
     pub fn processed(&self) -> u64 {
         self.processed.load(Ordering::Relaxed)
+    }
+
+    pub fn dead_lettered_one(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages sent to the dead letters since the stage started.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+
+    pub fn set_alarm(&self, reason: Option<String>) {
+        *self
+            .alarm
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = reason;
+    }
+
+    pub fn alarm(&self) -> Option<String> {
+        self.alarm
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Idle with nothing to do, busy while work finishes, stalled when work is there and

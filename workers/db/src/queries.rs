@@ -29,6 +29,9 @@ pub struct LiveWorker {
     pub state: String,
     pub in_flight: i64,
     pub processed: i64,
+    pub dead_lettered: i64,
+    /// Why the stage's dead letters are over their share, while they are.
+    pub alarm: Option<String>,
     pub version: String,
     pub last_seen: DateTime<Utc>,
 }
@@ -172,7 +175,8 @@ pub async fn live_workers(
     role: Option<&str>,
 ) -> Result<Vec<LiveWorker>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT instance_id, role, host, state, in_flight, processed, version, last_seen
+        "SELECT instance_id, role, host, state, in_flight, processed, dead_lettered, alarm,
+                version, last_seen
          FROM workers
          WHERE last_seen > now() - make_interval(secs => $1)
            AND state <> 'stopped'

@@ -37,6 +37,13 @@ pub struct Heartbeat {
     pub state: WorkerState,
     pub in_flight: u64,
     pub processed: u64,
+    /// Messages the instance sent to the dead letters so far (absent from older senders).
+    #[serde(default)]
+    pub dead_lettered: u64,
+    /// Why the stage's dead letters are over their share of recent messages, while they are:
+    /// the stage goes on, and `sluice health` fails with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<String>,
     pub version: String,
     pub at: DateTime<Utc>,
 }

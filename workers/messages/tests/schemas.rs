@@ -457,6 +457,8 @@ fn written() -> Vec<(&'static str, &'static str, String)> {
         state,
         in_flight: u64::MAX,
         processed: 0,
+        dead_lettered: u64::MAX,
+        alarm: Some("101 of the last 200 messages were dead-lettered".into()),
         version: "0.1.0".into(),
         at: Utc::now(),
     };

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sluice_core::headers::{header_i64, header_str};
+use sluice_core::retry::truncate_at_char;
 use sluice_core::{ErrorClass, HandlerError, Job};
 use sluice_messages::compute::{PartResult, KIND_PART};
 use sluice_messages::heartbeat::Heartbeat;
@@ -18,6 +19,8 @@ use uuid::Uuid;
 
 /// Longest job kind accepted.
 const MAX_KIND_LEN: usize = 64;
+/// Longest alarm text kept of a heartbeat (sluice's own are far shorter); the rest is cut.
+const MAX_ALARM_LEN: usize = 1_000;
 
 #[derive(Debug, Clone)]
 pub struct ResultRow {
@@ -83,6 +86,8 @@ pub struct WorkerRow {
     pub state: String,
     pub in_flight: i64,
     pub processed: i64,
+    pub dead_lettered: i64,
+    pub alarm: Option<String>,
     pub version: String,
     pub last_seen: DateTime<Utc>,
 }
@@ -351,6 +356,12 @@ fn parse_heartbeat(job: &Job) -> Result<WorkerRow, HandlerError> {
         state,
         in_flight: count(beat.in_flight),
         processed: count(beat.processed),
+        dead_lettered: count(beat.dead_lettered),
+        alarm: beat.alarm.map(|reason| {
+            let mut reason = storable(&reason);
+            truncate_at_char(&mut reason, MAX_ALARM_LEN);
+            reason
+        }),
         version: beat.version,
         // The broker's clock (the topic's timestamps are its append times), not the sender's.
         last_seen: job

@@ -491,13 +491,15 @@ async fn upsert_workers(
     }
     let rows: Vec<&WorkerRow> = latest.into_values().collect();
     sqlx::query(
-        "INSERT INTO workers (instance_id, role, host, state, in_flight, processed, version,
-                              last_seen)
+        "INSERT INTO workers (instance_id, role, host, state, in_flight, processed, dead_lettered,
+                              alarm, version, last_seen)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                              $6::bigint[], $7::text[], $8::timestamptz[])
+                              $6::bigint[], $7::bigint[], $8::text[], $9::text[],
+                              $10::timestamptz[])
          ON CONFLICT (instance_id, role) DO UPDATE
          SET host = EXCLUDED.host, state = EXCLUDED.state,
              in_flight = EXCLUDED.in_flight, processed = EXCLUDED.processed,
+             dead_lettered = EXCLUDED.dead_lettered, alarm = EXCLUDED.alarm,
              version = EXCLUDED.version, last_seen = EXCLUDED.last_seen
          WHERE workers.last_seen <= EXCLUDED.last_seen",
     )
@@ -507,6 +509,8 @@ async fn upsert_workers(
     .bind(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.in_flight).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.processed).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.dead_lettered).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.alarm.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.version.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.last_seen).collect::<Vec<_>>())
     .execute(&mut **tx)

@@ -295,27 +295,130 @@ async fn a_stuck_stage_reports_stalled_and_shutdown_abandons_its_work() {
         .all(|o| *o == 0));
 }
 
-/// Refuses everything, permanently.
-struct RefusesAll;
+/// Refuses `garbage` for good; handles everything else, or fails it as a dependency would when
+/// `dependency_down`.
+struct Judges {
+    dependency_down: bool,
+}
 
-impl Handler for RefusesAll {
-    async fn handle(&self, _job: &Job, _cx: &Cx) -> Outcome {
-        Err(HandlerError::permanent(ErrorClass::Schema, "never valid"))
+impl Handler for Judges {
+    async fn handle(&self, job: &Job, _cx: &Cx) -> Outcome {
+        if job.payload == b"garbage" {
+            return Err(HandlerError::permanent(ErrorClass::Schema, "never valid"));
+        }
+        if self.dependency_down {
+            return Err(HandlerError::transient(
+                ErrorClass::Unavailable,
+                "the database is down",
+            ));
+        }
+        Ok(vec![])
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_dead_letters_stops_the_stage() {
-    let p = TestPipeline::spawn(Options::no_workers()).await;
-    let topic = p.topics.compute_jobs();
-    let mut worker = test_worker("flood");
+fn guarded_worker(role: &str) -> sluice_core::config::WorkerConfig {
+    let mut worker = test_worker(role);
     worker.dead_letter_window = 10;
     worker.dead_letter_max_share = 0.5;
+    worker
+}
+
+async fn alarm_of(p: &TestPipeline, instance: &str) -> Option<Option<String>> {
+    sqlx::query_scalar("SELECT alarm FROM workers WHERE instance_id = $1")
+        .bind(instance)
+        .fetch_optional(&p.pool)
+        .await
+        .unwrap()
+}
+
+/// Any producer can write to a public topic: its garbage is dead-lettered, raises an alarm an
+/// operator sees in the workers table (and `sluice health`), and does not stop the stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_past_the_dead_letter_share_raises_an_alarm_and_the_stage_goes_on() {
+    let p = TestPipeline::spawn(Options::no_workers()).await;
+    let topic = p.topics.compute_jobs();
+    let mut worker = guarded_worker("garbage");
+    // `sluice health` answers for the workers on its own host.
+    worker.host = hostname::get().unwrap().to_string_lossy().into_owned();
+    let instance = worker.instance_id.clone();
     let stage = p
         .run_in_process(
-            Stage::new("flood", vec![topic.clone()], one_at_a_time()),
+            Stage::new("garbage", vec![topic.clone()], one_at_a_time()),
             worker,
-            RefusesAll,
+            Judges {
+                dependency_down: false,
+            },
+        )
+        .await;
+    for _ in 0..20 {
+        p.publish_raw(&topic, "k", b"garbage".to_vec()).await;
+    }
+    for _ in 0..2 {
+        p.publish_raw(&topic, "k", b"fine".to_vec()).await;
+    }
+    p.wait_count(
+        "SELECT count(*) FROM dead_letters",
+        20,
+        Duration::from_secs(60),
+    )
+    .await;
+    let reason = eventually(Duration::from_secs(30), "the alarm", || async {
+        alarm_of(&p, &instance).await.flatten()
+    })
+    .await;
+    assert!(
+        reason.contains("of the last 10 messages were dead-lettered"),
+        "{reason}"
+    );
+    assert!(!stage.is_finished(), "the stage goes on");
+    let (status, said) = p.sluice(&["health"]).await;
+    assert_ne!(status, 0, "{said}");
+    assert!(
+        said.contains(&format!("unhealthy: garbage ({instance})")),
+        "{said}"
+    );
+    let (_, listed) = p.sluice(&["workers"]).await;
+    assert!(listed.contains("  alarm: "), "{listed}");
+    // Good messages bring the share down, and the alarm goes.
+    for _ in 0..10 {
+        p.publish_raw(&topic, "k", b"fine".to_vec()).await;
+    }
+    eventually(Duration::from_secs(30), "the alarm cleared", || async {
+        (alarm_of(&p, &instance).await == Some(None)).then_some(())
+    })
+    .await;
+    let (status, said) = p.sluice(&["health"]).await;
+    assert_eq!(status, 0, "{said}");
+    eventually(
+        Duration::from_secs(30),
+        "every offset committed",
+        || async {
+            let committed = committed_offsets(&p, "garbage", &topic);
+            (committed.values().sum::<i64>() == 32).then_some(())
+        },
+    )
+    .await;
+    p.shutdown.cancel();
+    stage.await.unwrap().unwrap();
+}
+
+/// Attempts that run out on transient failures mean a dependency is failing: past the share
+/// the stage stops, instead of emptying the topic into the dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_spent_past_the_dead_letter_share_stop_the_stage() {
+    let p = TestPipeline::spawn(Options {
+        max_attempts: 1,
+        ..Options::no_workers()
+    })
+    .await;
+    let topic = p.topics.compute_jobs();
+    let stage = p
+        .run_in_process(
+            Stage::new("failing", vec![topic.clone()], one_at_a_time()),
+            guarded_worker("failing"),
+            Judges {
+                dependency_down: true,
+            },
         )
         .await;
     for i in 0..20 {
