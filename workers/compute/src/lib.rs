@@ -1,5 +1,6 @@
 //! The compute worker (seed 002 on Kafka): basic arithmetic answered at once, and sum_squares
-//! split into ranges that any compute worker may take. The persister assembles the parts.
+//! split into ranges, on an internal topic, that any compute worker may take. The persister
+//! assembles the parts.
 
 pub mod calc;
 pub mod live_workers;
@@ -93,7 +94,7 @@ impl ComputeHandler {
                         created_at: envelope.created_at,
                     };
                     Output::json(
-                        self.topics.compute_jobs(),
+                        self.topics.compute_parts(),
                         format!("{}:{}", envelope.id, range.part),
                         &part,
                     )
@@ -133,9 +134,21 @@ impl ComputeHandler {
 impl Handler for ComputeHandler {
     async fn handle(&self, job: &Job, _cx: &Cx) -> Outcome {
         let envelope: Envelope<Box<RawValue>> = job.envelope()?;
+        let from_parts = job.entered_on() == self.topics.compute_parts();
         match envelope.kind.as_str() {
-            KIND_JOB => self.calc(job, &envelope).await,
-            KIND_PART => self.part(job, &envelope),
+            KIND_JOB if !from_parts => self.calc(job, &envelope).await,
+            KIND_PART if from_parts => self.part(job, &envelope),
+            KIND_JOB | KIND_PART => Err(HandlerError::permanent(
+                ErrorClass::Schema,
+                format!(
+                    "a {} message does not belong on {}: jobs go to {}, and only compute \
+                     workers write the ranges of split jobs, to {}",
+                    envelope.kind,
+                    job.entered_on(),
+                    self.topics.compute_jobs(),
+                    self.topics.compute_parts()
+                ),
+            )),
             other => {
                 let shown: String = other.chars().take(40).collect();
                 Err(HandlerError::permanent(
@@ -158,7 +171,7 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
         ctx.worker.instance_id.clone(),
         live_workers,
     );
-    let inputs = vec![ctx.topics.compute_jobs()];
+    let inputs = vec![ctx.topics.compute_jobs(), ctx.topics.compute_parts()];
     sluice_core::run_stage(ctx, Stage::new(ROLE, inputs, execution), handler, shutdown).await?;
     Ok(())
 }

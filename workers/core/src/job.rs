@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ErrorClass, HandlerError};
-use crate::headers::{check_header_names, header_i64, without_sluice_headers};
+use crate::headers::{check_header_names, header_i64, header_str, without_sluice_headers};
 use crate::kafka::Output;
 
 /// One partition of a topic.
@@ -90,6 +90,12 @@ impl Job {
 
     pub fn envelope<P: DeserializeOwned>(&self) -> Result<Envelope<P>, HandlerError> {
         self.decode()
+    }
+
+    /// The topic the message first entered: its own, or for a retried message back on a
+    /// returns topic, the one it failed on (sluice's headers survive only on internal topics).
+    pub fn entered_on(&self) -> &str {
+        header_str(self.headers.as_ref(), header::ORIGINAL_TOPIC).unwrap_or(&self.topic)
     }
 
     pub fn topic_partition(&self) -> TopicPartition {

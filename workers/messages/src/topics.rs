@@ -31,12 +31,16 @@ impl Topics {
         format!("{}.{suffix}", self.prefix)
     }
 
-    /// Compute jobs (add, sub, mul, div, sum_squares), and the ranges of split sum_squares
-    /// jobs, which any compute worker takes like a job. One topic rather than two: on a broker
-    /// that polls its storage for every empty fetch, each topic a waiting consumer reads costs
-    /// it reads at rest.
+    /// Compute jobs (add, sub, mul, div, sum_squares), from any producer.
     pub fn compute_jobs(&self) -> String {
         self.name("compute.jobs")
+    }
+
+    /// The ranges of split sum_squares jobs, which any compute worker takes like a job. Only
+    /// the compute workers write here: a range accepted from the public jobs topic would let
+    /// any producer write another job's answer.
+    pub fn compute_parts(&self) -> String {
+        self.name("compute.parts")
     }
 
     /// Finished jobs and finished sum_squares ranges, for the persister, which assembles split
@@ -165,6 +169,7 @@ impl Topics {
     pub fn all(&self) -> Vec<String> {
         let mut all = self.job_inputs();
         all.extend([
+            self.compute_parts(),
             self.results(),
             self.dead_letters(),
             self.heartbeats(),

@@ -42,6 +42,7 @@ type Decode = fn(&str) -> Result<(), String>;
 /// Every schema, by topic suffix, with its consumer's decoding.
 const TOPICS: &[(&str, Decode)] = &[
     ("compute.jobs", decode_compute_job),
+    ("compute.parts", decode_compute_part),
     ("results", decode_result),
     ("dead-letters", decode_dead_letter),
     ("heartbeats", decode_heartbeat),
@@ -106,11 +107,14 @@ fn kind_is(kind: &str, wanted: &str) -> Result<(), String> {
 
 fn decode_compute_job(text: &str) -> Result<(), String> {
     let envelope: Envelope = de(text)?;
-    match envelope.kind.as_str() {
-        KIND_JOB => de::<Envelope<CalcRequest>>(text).map(drop),
-        KIND_PART => de::<Envelope<PartRequest>>(text).map(drop),
-        other => Err(format!("unknown job kind {other:?}")),
-    }
+    kind_is(&envelope.kind, KIND_JOB)?;
+    de::<Envelope<CalcRequest>>(text).map(drop)
+}
+
+fn decode_compute_part(text: &str) -> Result<(), String> {
+    let envelope: Envelope = de(text)?;
+    kind_is(&envelope.kind, KIND_PART)?;
+    de::<Envelope<PartRequest>>(text).map(drop)
 }
 
 fn decode_result(text: &str) -> Result<(), String> {
@@ -493,7 +497,7 @@ fn written() -> Vec<(&'static str, &'static str, String)> {
             }),
         ),
         (
-            "compute.jobs",
+            "compute.parts",
             "part",
             text(&envelope(
                 KIND_PART,
@@ -1080,10 +1084,6 @@ fn an_envelope(kind: &str, payload: &str) -> String {
 
 fn compute_job_docs() -> Vec<Doc> {
     let job = &an_envelope("compute", r#"{"op": "add", "a": 10, "b": 5}"#);
-    let part = &an_envelope(
-        "compute.part",
-        r#"{"n": 9, "part": 0, "parts": 3, "a": 1, "b": 3}"#,
-    );
     let mut docs = envelope_docs(job);
     docs.extend([
         valid("a job", job.clone()),
@@ -1115,27 +1115,9 @@ fn compute_job_docs() -> Vec<Doc> {
         ),
         valid("n a fraction", set(job, &[("/payload/n", "9.5")])),
         valid("most parts", set(job, &[("/payload/parts", "4294967295")])),
-        valid("a part", part.clone()),
-        valid(
-            "a part at the limits",
-            set(
-                part,
-                &[
-                    ("/payload/n", "18446744073709551615"),
-                    ("/payload/b", "18446744073709551615"),
-                    ("/payload/parts", "4294967295"),
-                ],
-            ),
-        ),
         invalid("another kind", set(job, &[("/kind", r#""qa""#)])),
-        invalid(
-            "a part's payload as a job",
-            set(part, &[("/kind", r#""compute""#)]),
-        ),
-        invalid(
-            "a job's payload as a part",
-            set(job, &[("/kind", r#""compute.part""#)]),
-        ),
+        invalid("a part", an_envelope("compute.part", RANGE)),
+        invalid("a part's payload as a job", an_envelope("compute", RANGE)),
         invalid("unknown payload field", set(job, &[("/payload/c", "1")])),
         invalid("missing op", remove(job, &["/payload/op"])),
         invalid("op a number", set(job, &[("/payload/op", "5")])),
@@ -1148,6 +1130,34 @@ fn compute_job_docs() -> Vec<Doc> {
         ),
         invalid("parts a fraction", set(job, &[("/payload/parts", "1.5")])),
         invalid("payload an array", set(job, &[("/payload", "[]")])),
+    ]);
+    docs
+}
+
+/// The payload of a range of a split job.
+const RANGE: &str = r#"{"n": 9, "part": 0, "parts": 3, "a": 1, "b": 3}"#;
+
+fn compute_part_docs() -> Vec<Doc> {
+    let part = &an_envelope("compute.part", RANGE);
+    let mut docs = envelope_docs(part);
+    docs.extend([
+        valid("a part", part.clone()),
+        valid(
+            "a part at the limits",
+            set(
+                part,
+                &[
+                    ("/payload/n", "18446744073709551615"),
+                    ("/payload/b", "18446744073709551615"),
+                    ("/payload/parts", "4294967295"),
+                ],
+            ),
+        ),
+        invalid("a job", an_envelope("compute", r#"{"op": "add"}"#)),
+        invalid(
+            "a job's payload as a part",
+            an_envelope("compute.part", r#"{"op": "add", "a": 10, "b": 5}"#),
+        ),
         invalid("part missing b", remove(part, &["/payload/b"])),
         invalid(
             "unknown part field",
@@ -2386,6 +2396,7 @@ fn prediction_request_docs() -> Vec<Doc> {
 fn documents(suffix: &str) -> Vec<Doc> {
     match suffix {
         "compute.jobs" => compute_job_docs(),
+        "compute.parts" => compute_part_docs(),
         "results" => result_docs(),
         "heartbeats" => heartbeat_docs(),
         "kv.updates" => kv_update_docs(),

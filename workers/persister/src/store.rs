@@ -267,7 +267,10 @@ fn ids(rows: Vec<(Uuid,)>) -> Vec<Uuid> {
 /// split (n, parts) whose ranges, in order, start at 1, each begin right after the one before
 /// and end at n, so they cover 1..n exactly once. Parts of another split of the same job (a
 /// redelivered job split across a different number of live workers) are kept apart and never
-/// mix into the answer; the first complete split decides it. Returns the jobs completed.
+/// mix into the answer; the first complete split decides it. When the compute job's request
+/// was recorded (`sluice calc`), only a split of that request counts: a sum_squares of its `n`,
+/// into its `parts` if it named them, so that another request published under the job's id
+/// cannot answer it. Returns the jobs completed.
 async fn insert_parts_and_assemble(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[PartRow],
@@ -316,12 +319,15 @@ async fn insert_parts_and_assemble(
              FROM compute_parts
              WHERE job_id = ANY($1)),
          complete AS (
-             SELECT DISTINCT ON (job_id) job_id, n, parts
-             FROM ranges
-             GROUP BY job_id, n, parts
-             HAVING count(*) = parts AND min(a) = 1 AND max(b) = n
-                AND bool_and(a = COALESCE(previous_b + 1, 1))
-             ORDER BY job_id, parts, n)
+             SELECT DISTINCT ON (r.job_id) r.job_id, r.n, r.parts
+             FROM ranges r LEFT JOIN jobs j ON j.job_id = r.job_id
+             WHERE j.kind IS DISTINCT FROM 'compute' OR j.request IS NULL
+                OR (j.request->>'op' = 'sum_squares' AND j.request->'n' = to_jsonb(r.n)
+                    AND COALESCE(j.request->'parts', 'null') IN ('null', to_jsonb(r.parts)))
+             GROUP BY r.job_id, r.n, r.parts
+             HAVING count(*) = r.parts AND min(r.a) = 1 AND max(r.b) = r.n
+                AND bool_and(r.a = COALESCE(r.previous_b + 1, 1))
+             ORDER BY r.job_id, r.parts, r.n)
          INSERT INTO jobs (job_id, kind, status, result, attempts, created_at, finished_at,
                            persisted_at)
          SELECT r.job_id, 'compute', 'done',

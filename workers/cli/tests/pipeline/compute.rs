@@ -321,3 +321,38 @@ async fn a_message_whose_headers_leave_no_room_for_its_dead_letter_is_dead_lette
     wait_for_four(&p, fine).await;
     assert!(p.is_running(2), "the compute worker survived the message");
 }
+
+/// Any producer can write to `compute.jobs`: a range published there under another job's id
+/// wrote that job's answer for good (the persister assembles the first complete split).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_on_the_public_jobs_topic_is_dead_lettered_and_answers_nothing() {
+    let p = TestPipeline::spawn(Options::default()).await;
+    let victim = Uuid::new_v4();
+    let forged = Envelope::with_id(
+        victim,
+        "compute.part",
+        json!({"n": 1, "part": 0, "parts": 1, "a": 1, "b": 1}),
+    );
+    p.publish_job(&forged).await;
+    p.wait_count(
+        "SELECT count(*) FROM dead_letters WHERE reason LIKE '%does not belong on%'",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    p.publish_job(&Envelope::with_id(
+        victim,
+        KIND_JOB,
+        json!({"op": "sum_squares", "n": 9, "parts": 3}),
+    ))
+    .await;
+    p.wait_count(
+        &format!(
+            "SELECT count(*) FROM jobs WHERE job_id = '{victim}' AND status = 'done'
+               AND result->>'result' = '285'"
+        ),
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+}

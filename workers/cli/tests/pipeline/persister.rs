@@ -292,6 +292,38 @@ async fn parts_that_do_not_cover_the_range_exactly_once_make_no_answer() {
     );
 }
 
+/// A job whose request `sluice calc` recorded is answered only by a split of that request:
+/// the ranges of another request published under its id (n = 1 where it asked n = 9) are kept
+/// but answer nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_split_of_the_recorded_request_answers_a_job() {
+    let p = TestPipeline::spawn(Options::no_workers()).await;
+    let job = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO jobs (job_id, kind, status, request, created_at)
+         VALUES ($1, 'compute', 'pending', '{\"op\": \"sum_squares\", \"n\": 9}', now())",
+    )
+    .bind(job)
+    .execute(&p.pool)
+    .await
+    .unwrap();
+    let topic = p.topics.results();
+    p.publish_raw(&topic, &job.to_string(), part_message(job, 1, 1, 0, 1, 1))
+        .await;
+    publish_ranges(&p, job, &[(2, 0, 1, 5)]).await;
+    let status = format!("SELECT count(*) FROM jobs WHERE job_id = '{job}' AND status = 'pending'");
+    assert_eq!(p.count(&status).await, 1, "n = 1 is not the request");
+    publish_ranges(&p, job, &[(2, 1, 6, 9)]).await;
+    assert_eq!(
+        p.count(&format!(
+            "SELECT count(*) FROM jobs WHERE job_id = '{job}' AND status = 'done'
+               AND result->>'result' = '285'"
+        ))
+        .await,
+        1
+    );
+}
+
 /// Sets the persister's stored position in every partition of `topic`.
 async fn store_position(p: &TestPipeline, topic: &str, next_offset: i64, timestamp: Option<i64>) {
     for partition in 0..PARTITIONS {
