@@ -62,8 +62,10 @@ pub struct PersisterHandler {
 
 /// Why a batch was not written.
 enum WriteError {
-    /// The database refused the data itself; retrying the same rows cannot help.
+    /// The database or the broker refused the data itself; retrying the same rows cannot help.
     Refused(StoreError),
+    /// Nothing can be written until an operator acts ([`store::stops_the_stage`]).
+    Fatal(StoreError),
     Interrupted,
 }
 
@@ -87,11 +89,10 @@ impl PersisterHandler {
         }
     }
 
-    /// The row a message becomes: its own, or, when it is invalid, a dead letter written in the
-    /// same transaction as the position that marks it done (published instead, it could be
-    /// lost between the commit and the broker's acknowledgement).
     /// The row `job` becomes; its dead letter when it is not a valid message (headers that
-    /// could not be read included), written with its position like any other row.
+    /// could not be read included), written in the same transaction as the position that marks
+    /// it done (published instead, it could be lost between the commit and the broker's
+    /// acknowledgement).
     fn record_for(&self, job: &Job) -> Record {
         if let Some(error) = job.header_error() {
             return self.rejected(job, &error);
@@ -111,8 +112,8 @@ impl PersisterHandler {
         }))
     }
 
-    /// Writes `items`, waiting out every failure but refused data with exponential backoff
-    /// until they commit or shutdown comes.
+    /// Writes `items`, waiting out every failure but refused data and a broker that will take
+    /// no KV change, with exponential backoff until they commit or shutdown comes.
     async fn write_durably(&self, items: &[Consumed<'_>]) -> Result<(), WriteError> {
         let mut backoff = ExponentialBackoff {
             initial_interval: Duration::from_millis(100),
@@ -127,6 +128,7 @@ impl PersisterHandler {
                     tracing::info!(skipped, "skipped redelivered messages already applied");
                     return Ok(());
                 }
+                Err(e) if store::stops_the_stage(&e) => return Err(WriteError::Fatal(e)),
                 Err(e) if !store::is_refused_data(&e) => {
                     let pause = backoff.next_backoff().unwrap_or(backoff.max_interval);
                     tracing::warn!(error = %e, ?pause, "write failed, retrying");
@@ -153,6 +155,7 @@ impl PersisterHandler {
                 match self.write_durably(std::slice::from_ref(&item)).await {
                     Ok(()) => break Ok(vec![]),
                     Err(WriteError::Interrupted) => break Err(HandlerError::Interrupted),
+                    Err(WriteError::Fatal(e)) => break Err(unwritable(e)),
                     Err(WriteError::Refused(e)) => match self.instead_of_refused(&item, e) {
                         Ok(letter) => item.record = letter,
                         Err(stop) => break Err(stop),
@@ -186,10 +189,13 @@ impl PersisterHandler {
                     item.job.topic, item.job.partition, item.job.offset
                 ),
             )),
-            _ => Ok(self.rejected(
-                item.job,
-                &HandlerError::permanent(ErrorClass::DatabaseRefused, error),
-            )),
+            _ => {
+                let class = match error {
+                    StoreError::Changelog(_) => ErrorClass::Undeliverable,
+                    _ => ErrorClass::DatabaseRefused,
+                };
+                Ok(self.rejected(item.job, &HandlerError::permanent(class, error)))
+            }
         }
     }
 
@@ -306,12 +312,24 @@ impl Handler for PersisterHandler {
                 .iter()
                 .map(|_| Err(HandlerError::Interrupted))
                 .collect(),
+            Err(WriteError::Fatal(e)) => {
+                let stop = unwritable(e);
+                jobs.iter().map(|_| Err(stop.clone())).collect()
+            }
             Err(WriteError::Refused(e)) => {
                 tracing::warn!(error = %e, rows = jobs.len(), "batch refused; writing rows one by one");
                 self.write_one_by_one(items).await
             }
         }
     }
+}
+
+/// Why the stage stops when the broker takes no KV change ([`store::stops_the_stage`]).
+fn unwritable(error: StoreError) -> HandlerError {
+    HandlerError::fatal(
+        ErrorClass::Undeliverable,
+        format!("the KV state topic takes no change ({error}): nothing is applied until it does"),
+    )
 }
 
 /// Runs the persister until `shutdown` fires: two stages in one process, each with its own

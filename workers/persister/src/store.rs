@@ -18,10 +18,34 @@ use sluice_db::{notify, JOBS_CHANNEL};
 use crate::kv::{self, Changelog};
 use crate::records::{Batch, DeadLetterRow, PartRow, Record, ResultRow, WorkerRow};
 
-/// Whether the database refused the data itself ([`sluice_db::pool::refuses_data`]): the same
-/// rows would be refused again; anything else is waited out. Never a failed commit.
+/// Whether the data itself was refused: by the database ([`sluice_db::pool::refuses_data`]),
+/// or by the broker, a KV change too large for the state topic (an operator may have created
+/// it with a smaller `max.message.bytes` than the updates topic's). The same rows would be
+/// refused again. Never a failed commit.
 pub fn is_refused_data(error: &StoreError) -> bool {
-    matches!(error, StoreError::Database(e) if sluice_db::pool::refuses_data(e))
+    match error {
+        StoreError::Database(e) => sluice_db::pool::refuses_data(e),
+        StoreError::Changelog(e) => refuses_size(e),
+        StoreError::Commit(_) => false,
+    }
+}
+
+/// Whether the broker will never take any KV change, whatever the rows (the state topic
+/// unknown, or this client not authorized to write it): retrying forever would hold every
+/// update while heartbeats say live, so the stage stops with the reason.
+pub fn stops_the_stage(error: &StoreError) -> bool {
+    matches!(error, StoreError::Changelog(e)
+        if sluice_core::kafka::is_undeliverable(e).is_some() && !refuses_size(e))
+}
+
+fn refuses_size(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{
+        InvalidMessageSize, MessageBatchTooLarge, MessageSizeTooLarge,
+    };
+    matches!(
+        sluice_core::kafka::is_undeliverable(error),
+        Some(MessageSizeTooLarge | MessageBatchTooLarge | InvalidMessageSize)
+    )
 }
 
 /// Why a batch was not written.
@@ -584,4 +608,34 @@ pub async fn restart_position(
     .execute(pool)
     .await?;
     Ok(done.rows_affected() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn a_state_topic_that_refuses_a_change_is_refused_data_and_one_that_refuses_all_stops() {
+        let changelog = |code| StoreError::Changelog(KafkaError::MessageProduction(code));
+        let too_large = changelog(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(is_refused_data(&too_large) && !stops_the_stage(&too_large));
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            let refused = changelog(code);
+            assert!(
+                stops_the_stage(&refused) && !is_refused_data(&refused),
+                "{code:?}"
+            );
+        }
+        let down = changelog(RDKafkaErrorCode::BrokerTransportFailure);
+        assert!(
+            !stops_the_stage(&down) && !is_refused_data(&down),
+            "waited out"
+        );
+    }
 }

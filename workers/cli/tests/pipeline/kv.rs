@@ -588,6 +588,49 @@ async fn kv_stage_heartbeats_count_its_own_work() {
     assert!(persister[0].processed > 2, "{persister:?}");
 }
 
+/// A state topic an operator created with a smaller `max.message.bytes` than the updates
+/// topic's: the change of a large update can never be published. It was retried forever,
+/// holding every update behind it while heartbeats said live; now the update is dead-lettered
+/// (its key unchanged) and the rest are applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_whose_change_the_state_topic_refuses_is_dead_lettered() {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let p = TestPipeline::spawn(Options::no_workers()).await;
+    let topic = p.topics.kv_state();
+    let admin: AdminClient<DefaultClientContext> = kafka::client_config(&p.kafka)
+        .create()
+        .expect("admin client");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let small = AlterConfig::new(ResourceSpecifier::Topic(&topic))
+        .set("cleanup.policy", "compact")
+        .set("max.message.bytes", "2048");
+    for outcome in admin.alter_configs([&small], &options).await.unwrap() {
+        outcome.expect("the state topic's limit lowered");
+    }
+    // Hex digits of a counter's hash: little for compression to take away.
+    let large: String = (0..20_000u64)
+        .map(|i| format!("{:x}", (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60)))
+        .collect();
+    let (code, out) = p
+        .sluice(&["kv", "put", "large", &format!("\"{large}\""), "--no-wait"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        p.sluice(&["kv", "put", "small", "1"]).await,
+        (0, "{\"key\": \"small\", \"version\": 1}\n".into())
+    );
+    p.wait_count(
+        "SELECT count(*) FROM dead_letters WHERE error_class = 'undeliverable'
+           AND reason LIKE '%publishing KV changes%'",
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (code, out) = p.sluice(&["kv", "get", "large"]).await;
+    assert_eq!(code, 1, "the large update was not applied: {out}");
+}
+
 /// Earlier versions made `kv.updates` compacted, and compaction loses commands (an update a
 /// later one of its key replaced before the applier read it: Nisshi compacted them away at a
 /// broker restart). A service starting against such a topic makes it a delete-policy topic
