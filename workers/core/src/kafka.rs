@@ -84,6 +84,10 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str, fetch_wait_ms: u32) -> 
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // A member joining or leaving moves only the partitions that must move (incremental
+        // assign and revoke): work in flight on the others, paid LLM calls and fits among
+        // it, goes on. The feed already handles a revoke or assignment of any subset.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
         .set(

@@ -12,5 +12,6 @@ mod ml;
 mod modes;
 mod persister;
 mod qa;
+mod rebalance;
 mod restarts;
 mod retries;

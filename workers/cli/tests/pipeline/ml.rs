@@ -455,7 +455,7 @@ async fn any_replica_serves_any_model_and_new_versions_need_no_restart() {
 }
 
 /// The pids of the fit processes `sluice-ml` worker `pid` runs now.
-fn fit_children(pid: u32) -> Vec<u32> {
+pub fn fit_children(pid: u32) -> Vec<u32> {
     let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) else {
         return Vec::new();
     };

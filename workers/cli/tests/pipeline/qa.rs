@@ -20,16 +20,16 @@ use uuid::Uuid;
 
 use crate::helpers::{eventually, Options, TestPipeline};
 
-const KEY: &str = "sk-test-0123456789-very-secret";
+pub const KEY: &str = "sk-test-0123456789-very-secret";
 
 /// The fake provider, a child process killed when dropped.
-struct FakeLlm {
+pub struct FakeLlm {
     child: Child,
-    url: String,
+    pub url: String,
 }
 
 impl FakeLlm {
-    fn start(args: &[&str]) -> Self {
+    pub fn start(args: &[&str]) -> Self {
         let bin = Path::new(env!("CARGO_BIN_EXE_sluice"))
             .parent()
             .unwrap()
@@ -53,7 +53,7 @@ impl FakeLlm {
     }
 
     /// Every call so far: (question, arrival ms, status).
-    async fn calls(&self) -> Vec<(String, i64, u16)> {
+    pub async fn calls(&self) -> Vec<(String, i64, u16)> {
         let body: Vec<Value> = http_get_json(&format!("{}/calls", self.url)).await;
         body.into_iter()
             .map(|c| {
@@ -115,7 +115,7 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// A dataset of `n` questions with one-word answers, as the fake's `--answers` file.
-fn dataset(dir: &Path, n: usize) -> (PathBuf, Vec<(String, String)>) {
+pub fn dataset(dir: &Path, n: usize) -> (PathBuf, Vec<(String, String)>) {
     let pairs: Vec<(String, String)> = (0..n)
         .map(|i| {
             (
@@ -233,7 +233,7 @@ async fn all_rows_text(p: &TestPipeline) -> String {
     text
 }
 
-fn llm_env<'a>(base_url: &'a str, key: &'a str) -> Vec<(&'a str, &'a str)> {
+pub fn llm_env<'a>(base_url: &'a str, key: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("LLM_PROVIDER", "openai"),
         ("LLM_BASE_URL", base_url),
