@@ -60,6 +60,44 @@ pub struct Config {
     /// Seed of the draws that pick failures and wrong answers.
     #[arg(long, env = "FAKE_LLM_SEED", default_value_t = 1)]
     pub seed: u64,
+
+    /// A question always answered with a 4xx status instead, as `STATUS:QUESTION`
+    /// (`403:What is 2+2?`), as a proxy that refuses one prompt would. Repeatable; one a line
+    /// in the environment.
+    #[arg(
+        long = "refuse",
+        env = "FAKE_LLM_REFUSE",
+        value_name = "STATUS:QUESTION",
+        value_parser = parse_refusal,
+        value_delimiter = '\n'
+    )]
+    pub refusals: Vec<Refusal>,
+}
+
+/// A question the fake refuses, and with which status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    /// Compared trimmed, as the answers are.
+    pub question: String,
+}
+
+/// `STATUS:QUESTION`, the status a 4xx (a 5xx is `--fail-500`'s: a failure worth retrying).
+fn parse_refusal(text: &str) -> Result<Refusal, String> {
+    let (status, question) = text
+        .split_once(':')
+        .ok_or("expected STATUS:QUESTION, e.g. 403:What is 2+2?")?;
+    let status: u16 = status
+        .trim()
+        .parse()
+        .map_err(|_| format!("{status:?} is not an HTTP status"))?;
+    if !(400..500).contains(&status) {
+        return Err(format!("{status} is no 4xx status"));
+    }
+    Ok(Refusal {
+        status,
+        question: question.trim().to_owned(),
+    })
 }
 
 impl Config {
@@ -154,6 +192,23 @@ mod tests {
             .validate()
             .expect_err("sum");
         assert!(error.to_string().contains("add up to 1.1"), "{error}");
+    }
+
+    #[test]
+    fn refusals_name_a_4xx_status_and_a_question() {
+        let config = config(&["--refuse", "403: What is 2+2? ", "--refuse=404:a:b"]);
+        let refusal = |status, question: &str| Refusal {
+            status,
+            question: question.to_owned(),
+        };
+        assert_eq!(
+            config.refusals,
+            [refusal(403, "What is 2+2?"), refusal(404, "a:b")]
+        );
+        for bad in ["no status", "500:q", "4O3:q"] {
+            let parsed = Config::try_parse_from(["sluice-fake-llm", "--refuse", bad]);
+            assert!(parsed.is_err(), "{bad}");
+        }
     }
 
     #[test]

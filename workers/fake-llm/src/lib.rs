@@ -3,7 +3,8 @@
 //!
 //! It answers from a question → answer file (or with `Answer to: <question>`), and can be told to
 //! misbehave on a share of requests: rate limits with `Retry-After`, server errors, requests that
-//! hang past any client timeout, bodies of the wrong shape, and wrong answers. `GET /calls` lists
+//! hang past any client timeout, bodies of the wrong shape and wrong answers; and to refuse
+//! given questions with a 4xx status, as a proxy refusing a prompt would. `GET /calls` lists
 //! every request it has seen, so a test can check what its client actually did.
 //!
 //! # Layout

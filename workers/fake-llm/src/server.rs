@@ -1,10 +1,10 @@
 //! The router, the state its handlers share, and what each request gets.
 //!
 //! A request's outcome is decided as soon as it arrives, in this order: a wrong or missing key
-//! (401), a body of the wrong shape (400), one draw among the failure shares (429, 500, hang,
-//! malformed), one draw for a wrong answer, then the latency sleep and the answer. It is logged
-//! in `GET /calls` with that outcome's status before any sleep, so a test sees a hanging
-//! request at once. 4xx answers never sleep.
+//! (401), a body of the wrong shape (400), a question `--refuse` names (its status), one draw
+//! among the failure shares (429, 500, hang, malformed), one draw for a wrong answer, then the
+//! latency sleep and the answer. It is logged in `GET /calls` with that outcome's status before
+//! any sleep, so a test sees a hanging request at once. 4xx answers never sleep.
 //!
 //! The two locks (the random generator and the call log) are std mutexes held for a few
 //! instructions and never across an `.await`, so thousands of sleeping requests cost nothing.
@@ -169,6 +169,10 @@ impl App {
             }
             (true, Ok(prompt)) => prompt,
         };
+        if let Some(status) = self.refusal(&prompt.question) {
+            self.record(api, Some(prompt.question), status);
+            return error(status, reason_of(status), "fake refusal of this question");
+        }
 
         let outcome = {
             let mut rng = lock(&self.rng);
@@ -215,6 +219,17 @@ impl App {
         Json(body).into_response()
     }
 
+    /// The status `--refuse` gives `question`, if it names it.
+    fn refusal(&self, question: &str) -> Option<StatusCode> {
+        let refusal = self
+            .config
+            .refusals
+            .iter()
+            .find(|refusal| refusal.question == question.trim())?;
+        // Checked a 4xx when parsed.
+        StatusCode::from_u16(refusal.status).ok()
+    }
+
     async fn latency(&self) {
         // A zero sleep would still wait for the timer's next millisecond tick.
         if self.config.latency_ms > 0 {
@@ -243,6 +258,17 @@ fn error(status: StatusCode, reason: &str, message: &str) -> Response {
         Json(api::error_body(status.as_u16(), reason, message)),
     )
         .into_response()
+}
+
+/// The `error.status` Gemini sends with a 4xx `status`.
+fn reason_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+        StatusCode::FORBIDDEN => "PERMISSION_DENIED",
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
+        _ => "INVALID_ARGUMENT",
+    }
 }
 
 /// A header's value, when it is present and printable.

@@ -8,6 +8,7 @@ use sluice_messages::qa::{self, Answer, Question, Reply};
 use sluice_messages::{Envelope, Topics};
 use sqlx::PgPool;
 
+use crate::provider::probe::RefusalProbe;
 use crate::provider::Provider;
 
 /// The longest a question waits for the validated-answer look-up before it is asked anyway.
@@ -17,6 +18,8 @@ pub struct LlmHandler {
     topics: Topics,
     instance: String,
     provider: Provider,
+    /// Tells a question the provider refuses from a key, URL or model it refuses.
+    refusals: RefusalProbe,
     /// Where validated answers are looked up before asking; none when reuse is off.
     answers: Option<PgPool>,
 }
@@ -32,6 +35,7 @@ impl LlmHandler {
             topics,
             instance,
             provider,
+            refusals: RefusalProbe::default(),
             answers,
         }
     }
@@ -59,10 +63,13 @@ impl LlmHandler {
 
     async fn ask(&self, question: &Question, cx: &Cx) -> Result<Reply, HandlerError> {
         let started = Instant::now();
-        let asked = self
-            .provider
-            .ask(&question.question, cx.remaining())
-            .await?;
+        let asked = match self.provider.ask(&question.question, cx.remaining()).await {
+            Ok(asked) => asked,
+            Err(error) => {
+                let meaning = self.refusals.meaning(&self.provider, error, cx.remaining());
+                return Err(meaning.await);
+            }
+        };
         Ok(Reply {
             answer: asked.answer,
             provider: self.provider.kind().as_str().to_string(),

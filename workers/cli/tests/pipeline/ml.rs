@@ -1,7 +1,8 @@
 //! Machine learning end to end: training jobs and prediction requests through the real ML
 //! worker (`sluice-ml`), the registry and the persister; seed 000's five examples and seed
 //! 001's payload through `sluice ml`; bad input as failed jobs; models shared across replicas
-//! and new versions picked up; a long fit that crashes or runs out of memory alone.
+//! and new versions picked up; a long fit that crashes or runs out of time alone, and one
+//! that runs out of memory alone.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -481,9 +482,11 @@ pub fn fit_children(pid: u32) -> Vec<u32> {
 }
 
 #[tokio::test]
-async fn a_long_fit_that_crashes_or_exhausts_memory_fails_alone() {
+async fn a_long_fit_that_crashes_or_runs_out_of_time_fails_alone() {
+    // The memory limit far above what these fits take: only a kill or the time limit can stop
+    // them.
     let (p, worker) = ml_pipeline(&[
-        ("ML_TRAIN_MEMORY_MB", "300"),
+        ("ML_TRAIN_MEMORY_MB", "2048"),
         ("TRAINER_IN_FLIGHT", "1"),
         ("ML_TRAIN_TIME_LIMIT", "20s"),
     ])
@@ -581,17 +584,37 @@ async fn a_long_fit_that_crashes_or_exhausts_memory_fails_alone() {
     let error = failure(&p, queued_id).await;
     assert!(error.contains("ML_TRAIN_TIME_LIMIT"), "{error}");
 
-    // A fit past ML_TRAIN_MEMORY_MB fails alone too. Eight layers of 4,096 need far more
-    // than the limit for their weights alone, so the fit runs out of memory while it
-    // allocates them, however busy the machine: with three, it could reach the time limit
-    // first.
-    let greedy = json!({"algorithm": "mlp", "params": {"hidden": vec![4096; 8]},
-                        "data": {"X": [[1.0], [2.0], [3.0]], "y": [1.0, 2.0, 3.0]}});
-    let greedy_id = publish(&p, &train, KIND_TRAIN, greedy).await;
-    let error = failure(&p, greedy_id).await;
-    assert!(error.contains("out of memory"), "{error}");
-
     assert!(p.is_running(worker));
     let (code, predicted) = predict(&p, "linear_regression", "examples/ml/line-predict.json").await;
     assert_eq!(code, 0, "{predicted}");
+}
+
+#[tokio::test]
+async fn a_fit_that_exhausts_its_memory_fails_alone() {
+    // The time limit far above anything the test waits for: however busy the machine, only
+    // the memory limit can stop the greedy fit.
+    let (p, worker) =
+        ml_pipeline(&[("ML_TRAIN_MEMORY_MB", "300"), ("ML_TRAIN_TIME_LIMIT", "1h")]).await;
+    let line = repo_file("examples/ml/line.json");
+    let (code, _) = ml(&p, &["train", "linear_regression", "--data", &line]).await;
+    assert_eq!(code, 0);
+
+    // Eight layers of 4,096 need far more than the limit for their weights alone: the fit
+    // runs out of memory while it allocates them.
+    let greedy = json!({"algorithm": "mlp", "params": {"hidden": vec![4096; 8]},
+                        "data": {"X": [[1.0], [2.0], [3.0]], "y": [1.0, 2.0, 3.0]}});
+    let greedy_id = publish(&p, &p.topics.ml_train(), KIND_TRAIN, greedy).await;
+    let error = failure(&p, greedy_id).await;
+    assert!(error.contains("out of memory"), "{error}");
+
+    // Nothing else failed: predictions are answered, and a fit within the limit succeeds.
+    assert!(p.is_running(worker));
+    let (code, predicted) = predict(&p, "linear_regression", "examples/ml/line-predict.json").await;
+    assert_eq!(code, 0, "{predicted}");
+    let (code, trained) = ml(&p, &["train", "mlp", "--data", &line]).await;
+    assert_eq!(
+        (code, &trained["status"]),
+        (0, &json!("trained")),
+        "{trained}"
+    );
 }

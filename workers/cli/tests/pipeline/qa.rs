@@ -1,6 +1,7 @@
 //! Question answering end to end: LLM workers against a fake provider over real HTTP (failures
-//! injected), the scoring stage, the persister; `sluice qa`, `sluice traffic`; a 401; the
-//! Python example worker beside the Rust ones; and no API key anywhere.
+//! injected), the scoring stage, the persister; `sluice qa`, `sluice traffic`; a 401; one
+//! question refused while the others are answered; the Python example worker beside the Rust
+//! ones; and no API key anywhere.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -448,6 +449,81 @@ async fn refused_credentials_stop_the_worker_and_keep_the_questions() {
     )
     .await;
     assert!(!contains(&all_topic_bytes(&p), wrong));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_the_provider_refuses_is_dead_lettered_and_the_others_answered() {
+    let p = TestPipeline::spawn(Options::no_workers()).await;
+    let (answers, pairs) = dataset(&std::env::temp_dir(), 12);
+    // A proxy in front of a working provider refuses two prompts: with 403 and 404, the
+    // statuses that also mean a wrong key or model.
+    let (forbidden, missing) = (&pairs[3].0, &pairs[7].0);
+    let fake = FakeLlm::start(&[
+        "--api-key",
+        KEY,
+        "--answers",
+        answers.to_str().unwrap(),
+        "--refuse",
+        &format!("403:{forbidden}"),
+        "--refuse",
+        &format!("404:{missing}"),
+    ]);
+    let base_url = format!("{}/v1", fake.url);
+    let llm = p.start_with("sluice-llm", &llm_env(&base_url, KEY));
+    p.start("sluice-scorer");
+    let questions: Vec<Question> = pairs
+        .iter()
+        .map(|(q, a)| Question::new(q.clone(), Some(a.clone())))
+        .collect();
+    let (first, later) = questions.split_at(8);
+    publish_questions(&p, first).await;
+    p.wait_count(
+        "SELECT count(*) FROM qa_results WHERE status IN ('validated', 'dead')",
+        8,
+        Duration::from_secs(60),
+    )
+    .await;
+    // Still answering after both refusals.
+    publish_questions(&p, later).await;
+    p.wait_count(
+        "SELECT count(*) FROM qa_results WHERE status = 'validated'",
+        10,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(p.is_running(llm), "{}", p.log(llm));
+    // Each refused question is dead-lettered at once, as refused, its status in its error.
+    let dead: BTreeMap<String, String> = sqlx::query_as(
+        "SELECT question, error FROM qa_results WHERE status = 'dead' AND attempts = 1",
+    )
+    .fetch_all(&p.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(dead[forbidden].contains("HTTP 403"), "{dead:?}");
+    assert!(dead[missing].contains("HTTP 404"), "{dead:?}");
+    assert_eq!(
+        p.count("SELECT count(*) FROM dead_letters WHERE error_class = 'refused'")
+            .await,
+        2
+    );
+    // Each was asked once; whatever else was asked (the probes) is none of the questions.
+    let calls = fake.calls().await;
+    for refused in [forbidden, missing] {
+        let asked = calls.iter().filter(|(q, _, _)| q == refused).count();
+        assert_eq!(asked, 1, "{refused}: {calls:?}");
+    }
+    let probes: Vec<_> = calls
+        .iter()
+        .filter(|(q, _, _)| !pairs.iter().any(|(question, _)| question == q))
+        .collect();
+    assert!(
+        !probes.is_empty() && probes.iter().all(|(_, _, status)| *status == 200),
+        "{calls:?}"
+    );
+    assert!(!p.log(llm).contains(KEY) && !all_rows_text(&p).await.contains(KEY));
 }
 
 /// A stub answers file for the tests below, with `n` pairs.

@@ -1,5 +1,6 @@
 //! The LLMs a worker can ask: [`stub`], [`openai`] and [`gemini`], behind one [`Provider`], and
-//! what a failed call means for the question ([`ProviderError`] → [`HandlerError`]).
+//! what a failed call means for the question ([`ProviderError`] → [`HandlerError`]; a refusal
+//! that may be the configuration's is first checked by a [`probe`]).
 //!
 //! The API key is an [`ApiKey`]: it prints as `***`, and every error text that came back from a
 //! provider has it cut out before it can reach a log, a dead letter or a row.
@@ -7,6 +8,7 @@
 pub mod gemini;
 pub mod http;
 pub mod openai;
+pub mod probe;
 pub mod stub;
 
 use std::time::Duration;
@@ -68,9 +70,11 @@ pub enum ProviderError {
     },
     #[error("no answer within the timeout")]
     Timeout,
+    /// A wrong key, or a proxy refusing the question with the same status: a [`probe`] tells.
     #[error("credentials refused (HTTP {0}); check LLM_API_KEY")]
     Unauthorized(u16),
-    /// No such endpoint or model: a wrong `LLM_BASE_URL` or `LLM_MODEL`, not a bad question.
+    /// No such endpoint or model (a wrong `LLM_BASE_URL` or `LLM_MODEL`), or again a proxy
+    /// refusing the question.
     #[error("endpoint or model not found (HTTP 404); check LLM_BASE_URL and LLM_MODEL")]
     NotFound,
     #[error("request refused (HTTP {status}): {detail}")]
@@ -82,10 +86,23 @@ pub enum ProviderError {
     Misconfigured(String),
 }
 
+impl ProviderError {
+    /// The status of a refusal that may be the configuration's (a wrong key, URL or model)
+    /// rather than the question's: which one, only a [`probe`] can tell.
+    pub fn configuration_status(&self) -> Option<u16> {
+        match self {
+            Self::Unauthorized(status) => Some(*status),
+            Self::NotFound => Some(404),
+            _ => None,
+        }
+    }
+}
+
 impl From<ProviderError> for HandlerError {
     /// Rate limits, outages and timeouts pass: retry tiers. Refusals and nonsense do not: dead
     /// letters. Refused credentials, or an endpoint that is not there, refuse every question:
-    /// the worker stops rather than dead-letter the whole topic.
+    /// the worker stops rather than dead-letter the whole topic. (For a question's own call,
+    /// that holds once a [`probe`] is refused too: see [`probe::RefusalProbe::meaning`].)
     fn from(error: ProviderError) -> Self {
         let message = error.to_string();
         match error {
