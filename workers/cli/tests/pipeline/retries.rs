@@ -303,13 +303,19 @@ async fn a_retry_instance_whose_sends_fail_past_the_poll_interval_keeps_its_part
             ("KAFKA_MAX_POLL_INTERVAL_MS", "6000"),
         ],
     );
+    // Incremental rebalancing first assigns the newcomer nothing, then what the other gave up.
     crate::helpers::eventually(Duration::from_secs(30), "partitions for it", || async {
-        p.log(broken).contains("partitions assigned").then_some(())
+        p.log(broken)
+            .contains("partitions assigned assigned=[TopicPartition")
+            .then_some(())
     })
     .await;
+    // Every tier, due at once: the assignor balances the count of partitions, not each tier's,
+    // so either instance may hold all of one tier.
     let sent: Vec<String> = (0..20).map(|i| format!("s-{i}")).collect();
-    for id in &sent {
-        park(&p, 0, id, Utc::now().timestamp_millis(), &back_to).await;
+    for (i, id) in sent.iter().enumerate() {
+        let tier = i % p.retry.tiers.len();
+        park(&p, tier, id, Utc::now().timestamp_millis(), &back_to).await;
     }
     crate::helpers::eventually(Duration::from_secs(30), "a send failing", || async {
         p.log(broken)
