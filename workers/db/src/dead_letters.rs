@@ -102,23 +102,33 @@ impl<'de> Deserialize<'de> for ForeignHeaders {
     }
 }
 
-/// Up to `limit` dead letters not replayed yet with ids above `after`, oldest first: pages of
-/// a walk through all of them that never holds more than one page of payloads.
+/// Up to `limit` dead letters not replayed yet with ids above `after` and not above `through`,
+/// oldest first: pages of a walk through all of them that never holds more than one page of
+/// payloads.
 pub async fn unreplayed(
     pool: &PgPool,
     after: i64,
+    through: i64,
     limit: i64,
 ) -> Result<Vec<DeadLetter>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {} FROM dead_letters
-         WHERE replayed_at IS NULL AND id > $1
-         ORDER BY id LIMIT $2",
+         WHERE replayed_at IS NULL AND id > $1 AND id <= $2
+         ORDER BY id LIMIT $3",
         *COLUMNS
     ))
     .bind(after)
+    .bind(through)
     .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+/// The id of the newest dead letter, if there is one.
+pub async fn newest_id(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT max(id) FROM dead_letters")
+        .fetch_one(pool)
+        .await
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<Option<DeadLetter>, sqlx::Error> {

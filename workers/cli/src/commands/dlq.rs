@@ -36,7 +36,7 @@ pub enum DlqCommand {
         /// The dead letter's id, as `dlq list` shows it.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<i64>,
-        /// Every dead letter not replayed yet.
+        /// Every dead letter not replayed yet (of those there are when it starts).
         #[arg(long)]
         all: bool,
     },
@@ -66,9 +66,12 @@ pub async fn run(app: &App, command: DlqCommand) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::Replay { id: None, .. } => {
             let mut replay = Replay::default();
+            // The letters there are now, not those dead since: a message that dies again at
+            // once after its replay is replayed by the next run, not chased by this one.
+            let newest = dead_letters::newest_id(&app.pool).await?.unwrap_or(0);
             let mut after = 0;
             loop {
-                let page = dead_letters::unreplayed(&app.pool, after, PAGE).await?;
+                let page = dead_letters::unreplayed(&app.pool, after, newest, PAGE).await?;
                 let Some(last) = page.last() else { break };
                 after = last.id;
                 for letter in &page {
@@ -85,7 +88,7 @@ pub async fn run(app: &App, command: DlqCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn list(app: &App, limit: i64) -> anyhow::Result<ExitCode> {
-    let letters = dead_letters::unreplayed(&app.pool, 0, limit).await?;
+    let letters = dead_letters::unreplayed(&app.pool, 0, i64::MAX, limit).await?;
     if letters.is_empty() {
         println!("no dead letters");
         return Ok(ExitCode::SUCCESS);
