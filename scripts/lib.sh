@@ -140,38 +140,123 @@ wait_port() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# pg_secret FILE: the secret kept in FILE (its owner's alone), made when there is none: 24
+# random characters that need no quoting in a URL or in SQL.
+pg_secret() {
+  local file=$1
+  if [ ! -s "$file" ]; then
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$file")
+  fi
+  cat "$file"
+}
+
+# dotenv_assignments NAME: the values ./.env gives NAME, one a line, in order (none without
+# the file).
+dotenv_assignments() {
+  [ -f "$SLUICE_ROOT/.env" ] || return 0
+  sed -n -E "s/^[[:space:]]*(export[[:space:]]+)?$1=//p" "$SLUICE_ROOT/.env"
+}
+
+# env_setting NAME: NAME from the environment, else its last value in ./.env (quotes around it
+# removed); nothing when neither sets it.
+env_setting() {
+  local name=$1 value
+  value=${!name:-}
+  if [ -z "$value" ]; then
+    value=$(dotenv_assignments "$name" | tail -n 1)
+    value=${value%\"} value=${value#\"} value=${value%\'} value=${value#\'}
+  fi
+  echo "$value"
+}
+
+# sluice_pg_password DIR: the password of role sluice on the cluster in DIR: SLUICE_PG_PASSWORD
+# from the environment or ./.env, else one made for the cluster and kept in DIR.password.
+sluice_pg_password() {
+  local password
+  password=$(env_setting SLUICE_PG_PASSWORD)
+  [ -n "$password" ] || password=$(pg_secret "$1.password")
+  if [[ ! $password =~ ^[A-Za-z0-9._~-]+$ ]]; then
+    log "SLUICE_PG_PASSWORD may hold only letters, digits and . _ ~ - (it is written into URLs)"
+    return 1
+  fi
+  echo "$password"
+}
+
+# sluice_database_url DIR PORT: how the services reach database sluice, as role sluice, on the
+# cluster in DIR listening on 127.0.0.1:PORT.
+sluice_database_url() {
+  local password
+  password=$(sluice_pg_password "$1") || return 1
+  echo "postgres://sluice:$password@127.0.0.1:$2/sluice"
+}
+
+# pg_admin_url DIR PORT: the same cluster's superuser, postgres (database postgres).
+pg_admin_url() {
+  echo "postgres://postgres:$(cat "$1.admin-password")@127.0.0.1:$2/postgres"
+}
+
 # start_postgres DIR PORT [EXTRA_OPTIONS]: creates the cluster when DIR is empty, starts it on
-# 127.0.0.1:PORT, and makes sure role and database `sluice` exist.
+# 127.0.0.1:PORT, and makes sure role and database `sluice` exist. A TCP connection needs a
+# password (scram-sha-256): the superuser postgres's is kept in DIR.admin-password (pg_admin_url),
+# role sluice's is sluice_pg_password's, set at every start. On the socket (in /tmp) an OS user
+# is only the role of its own name (peer). Role sluice logs in and owns its database, nothing
+# more (PostgreSQL 15 lets a database's owner create in its public schema: the migrations run as
+# it). A cluster made by an earlier version, which trusted every connection and made sluice a
+# superuser, is brought to the same on its first start here, and a log line says so.
 start_postgres() {
-  local dir=$1 port=$2 options=${3:-} bin
+  local dir=$1 port=$2 options=${3:-} bin password admin_file=$1.admin-password admin_password
   bin=$(pg_bindir)
+  password=$(sluice_pg_password "$dir") || return 1
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown postgres "$dir" && chmod 700 "$dir"
   if [ ! -f "$dir/PG_VERSION" ]; then
     log "creating a PostgreSQL cluster in $dir"
-    as_postgres "$bin/initdb" -D "$dir" -U postgres -A trust --no-sync >/dev/null
+    pg_secret "$admin_file" >/dev/null
+    # initdb, run as postgres, reads it.
+    if [ "$(id -u)" = 0 ]; then chown postgres "$admin_file"; fi
+    as_postgres "$bin/initdb" -D "$dir" -U postgres --pwfile="$admin_file" \
+      --auth-host=scram-sha-256 --auth-local=peer --no-sync >/dev/null
   fi
   log "starting PostgreSQL on port $port"
   as_postgres "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
     -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 $options" start >/dev/null
   STARTED_PG_DIRS+=("$dir")
-  local psql=("$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtAX)
-  if [ -z "$("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = 'sluice'")" ]; then
-    "${psql[@]}" -c "CREATE ROLE sluice LOGIN SUPERUSER PASSWORD 'sluice'"
+  local psql=("$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtAX -v ON_ERROR_STOP=1)
+  # Passwords go on stdin and in one command's environment, never on a command line: that is
+  # anyone's to read (ps).
+  if [ ! -s "$admin_file" ]; then
+    # Made by an earlier version: initdb -A trust, no password for postgres.
+    log "PostgreSQL in $dir trusted every connection (a cluster made by an earlier sluice): from now on TCP connections need a password (scram-sha-256; postgres's is in $admin_file) and the socket checks the OS user (peer)"
+    pg_secret "$admin_file" >/dev/null
+    "${psql[@]}" <<SQL
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE postgres PASSWORD '$(cat "$admin_file")';
+SQL
+    as_postgres sed -i -E \
+      -e 's/^(local[[:space:]].*[[:space:]])trust[[:space:]]*$/\1peer/' \
+      -e 's/^(host[a-z]*[[:space:]].*[[:space:]])trust[[:space:]]*$/\1scram-sha-256/' \
+      "$dir/pg_hba.conf"
+    as_postgres "$bin/pg_ctl" -D "$dir" reload >/dev/null
   fi
-  local db
-  for db in sluice; do
-    if [ -z "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
-      "${psql[@]}" -c "CREATE DATABASE $db OWNER sluice"
-    fi
-  done
+  admin_password=$(cat "$admin_file")
+  if [ "$(PGPASSWORD=$admin_password "${psql[@]}" \
+    -c "SELECT rolsuper FROM pg_roles WHERE rolname = 'sluice'")" = t ]; then
+    log "role sluice was a superuser (a cluster made by an earlier sluice): from now on it owns its database and nothing more"
+  fi
+  PGPASSWORD=$admin_password "${psql[@]}" <<SQL
+SELECT 'CREATE ROLE sluice' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sluice')\gexec
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE sluice LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
+  PASSWORD '$password';
+SELECT 'CREATE DATABASE sluice OWNER sluice'
+  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'sluice')\gexec
+SQL
 }
 
 # default_unless_set NAME=VALUE: exports it unless the environment or ./.env sets NAME.
 default_unless_set() {
   local pair=$1 name=${1%%=*}
-  if [ -z "${!name:-}" ] \
-    && ! grep -Eq "^[[:space:]]*(export[[:space:]]+)?$name=" "$SLUICE_ROOT/.env" 2>/dev/null; then
+  if [ -z "${!name:-}" ] && [ "$(dotenv_assignments "$name" | grep -c '')" = 0 ]; then
     export "${pair?}"
   fi
 }

@@ -9,11 +9,19 @@
 //! replay takes over once it is older than the lease: the letter is never counted replayed
 //! without having been published (though a run that dies after the broker's acknowledgement and
 //! before finishing has its message published again).
+//!
+//! A replay sends what the message's producer sent: its key, its payload and its own headers
+//! ([`ForeignHeaders`]), none of sluice's.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use sluice_messages::header;
 use sqlx::postgres::PgPool;
+use sqlx::types::Json;
 use sqlx::FromRow;
 use uuid::Uuid;
 
@@ -31,34 +39,106 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
     pub dead_at: DateTime<Utc>,
     pub replayed_at: Option<DateTime<Utc>>,
+    /// None when the letter did not keep them (see the migration that added them).
+    pub foreign_headers: Option<Json<ForeignHeaders>>,
+    /// The payload's size before it was cut to fit the dead-letter topic, when it was
+    /// ([`header::TRUNCATED_FROM`]): the letter is then not the message that died.
+    pub truncated_from: Option<String>,
 }
 
-const COLUMNS: &str = "id, job_id, original_topic, original_partition, original_offset, attempts, \
-     error_class, reason, message_key, payload, dead_at, replayed_at";
+static COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "id, job_id, original_topic, original_partition, original_offset, attempts, \
+         error_class, reason, message_key, payload, dead_at, replayed_at, foreign_headers, \
+         headers ->> '{}' AS truncated_from",
+        header::TRUNCATED_FROM
+    )
+});
 
-/// Up to `limit` dead letters not replayed yet with ids above `after`, oldest first: pages of
-/// a walk through all of them that never holds more than one page of payloads.
+/// A message's own headers, those not sluice's ([`header::PREFIX`]), in its order and with
+/// their values as it carried them: what a dead letter keeps for its replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForeignHeaders(pub Vec<(String, Option<Vec<u8>>)>);
+
+impl ForeignHeaders {
+    /// The headers of `headers`, names and values, that are not sluice's.
+    pub fn of<'a>(headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Self {
+        Self(
+            headers
+                .into_iter()
+                .filter(|(name, _)| !name.starts_with(header::PREFIX))
+                .map(|(name, value)| (name.to_string(), value.map(<[u8]>::to_vec)))
+                .collect(),
+        )
+    }
+
+    /// As the `foreign_headers` column keeps them: `[[name, value], ...]`, each value in hex
+    /// (JSON text cannot hold every byte string), or null for a header without one. Names are
+    /// text already: Kafka's are UTF-8 without NUL.
+    pub fn to_json(&self) -> String {
+        let pairs = self.0.iter().map(|(name, value)| {
+            let value = value
+                .as_deref()
+                .map_or(Value::Null, |v| hex::encode(v).into());
+            Value::Array(vec![name.as_str().into(), value])
+        });
+        Value::Array(pairs.collect()).to_string()
+    }
+}
+
+impl<'de> Deserialize<'de> for ForeignHeaders {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stored = Vec::<(String, Option<String>)>::deserialize(deserializer)?;
+        stored
+            .into_iter()
+            .map(|(name, value)| {
+                let value = value.map(hex::decode).transpose().map_err(|e| {
+                    serde::de::Error::custom(format!("the value of header {name:?}: {e}"))
+                })?;
+                Ok((name, value))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+/// Up to `limit` dead letters not replayed yet with ids above `after` and not above `through`,
+/// oldest first: pages of a walk through all of them that never holds more than one page of
+/// payloads.
 pub async fn unreplayed(
     pool: &PgPool,
     after: i64,
+    through: i64,
     limit: i64,
 ) -> Result<Vec<DeadLetter>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM dead_letters
-         WHERE replayed_at IS NULL AND id > $1
-         ORDER BY id LIMIT $2"
+        "SELECT {} FROM dead_letters
+         WHERE replayed_at IS NULL AND id > $1 AND id <= $2
+         ORDER BY id LIMIT $3",
+        *COLUMNS
     ))
     .bind(after)
+    .bind(through)
     .bind(limit)
     .fetch_all(pool)
     .await
 }
 
-pub async fn get(pool: &PgPool, id: i64) -> Result<Option<DeadLetter>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM dead_letters WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
+/// The id of the newest dead letter, if there is one.
+pub async fn newest_id(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT max(id) FROM dead_letters")
+        .fetch_one(pool)
         .await
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> Result<Option<DeadLetter>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {} FROM dead_letters WHERE id = $1",
+        *COLUMNS
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// How long a claim keeps other runs off a message. Longer than a publish can take (up to 30 s
@@ -261,4 +341,32 @@ async fn revive_job(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_headers_keep_their_order_and_exact_values_and_drop_sluices() {
+        let binary: &[u8] = &[0, 0xff, b'a', 0xc3];
+        let headers: [(&str, Option<&[u8]>); 5] = [
+            ("trace-id", Some(b"abc")),
+            (header::FAILURES, Some(b"3")),
+            ("binary", Some(binary)),
+            ("trace-id", Some(b"again")),
+            ("flag", None),
+        ];
+        let kept = ForeignHeaders::of(headers);
+        let names: Vec<&str> = kept.0.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["trace-id", "binary", "trace-id", "flag"]);
+        let json = kept.to_json();
+        assert_eq!(
+            json,
+            r#"[["trace-id","616263"],["binary","00ff61c3"],["trace-id","616761696e"],["flag",null]]"#
+        );
+        let back: ForeignHeaders = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, kept);
+        assert!(serde_json::from_str::<ForeignHeaders>(r#"[["x","zz"]]"#).is_err());
+    }
 }

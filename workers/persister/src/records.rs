@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use sluice_core::headers::{header_i64, header_str};
 use sluice_core::retry::truncate_at_char;
 use sluice_core::{ErrorClass, HandlerError, Job};
+use sluice_db::dead_letters::ForeignHeaders;
 use sluice_messages::compute::{PartResult, KIND_PART};
 use sluice_messages::heartbeat::Heartbeat;
 use sluice_messages::kv::{self, KvCommand, KvOp};
@@ -76,6 +77,8 @@ pub struct DeadLetterRow {
     pub payload: Vec<u8>,
     /// Every header, as a JSON object of strings.
     pub headers: String,
+    /// The message's own headers, exactly, for a replay to send ([`ForeignHeaders::to_json`]).
+    pub foreign_headers: String,
 }
 
 #[derive(Debug, Clone)]
@@ -462,6 +465,13 @@ pub fn parse_dead_letter(job: &Job) -> DeadLetterRow {
         key: job.key.clone(),
         payload: job.payload.clone(),
         headers: Value::Object(all).to_string(),
+        foreign_headers: ForeignHeaders::of(
+            headers
+                .iter()
+                .flat_map(|all| all.iter())
+                .map(|h| (h.key, h.value)),
+        )
+        .to_json(),
     }
 }
 

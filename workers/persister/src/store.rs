@@ -395,17 +395,19 @@ async fn insert_dead_letters(
         "INSERT INTO dead_letters (job_id, source_topic, source_partition, source_offset,
                                    source_timestamp_ms, original_topic, original_partition,
                                    original_offset, attempts, error_class, reason,
-                                   first_failure_at, message_key, payload, headers)
+                                   first_failure_at, message_key, payload, headers,
+                                   foreign_headers)
          SELECT d.job_id, d.source_topic, d.source_partition, d.source_offset,
                 d.source_timestamp_ms, d.original_topic, d.original_partition, d.original_offset,
                 d.attempts, d.error_class, d.reason, d.first_failure_at, d.message_key,
-                d.payload, d.headers::jsonb
+                d.payload, d.headers::jsonb, d.foreign_headers::jsonb
          FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::int[],
                      $7::bigint[], $8::int[], $9::text[], $10::text[], $11::timestamptz[],
-                     $12::bytea[], $13::bytea[], $14::text[], $15::bigint[])
+                     $12::bytea[], $13::bytea[], $14::text[], $15::bigint[], $16::text[])
               AS d(job_id, source_topic, source_partition, source_offset, original_topic,
                    original_partition, original_offset, attempts, error_class, reason,
-                   first_failure_at, message_key, payload, headers, source_timestamp_ms)
+                   first_failure_at, message_key, payload, headers, source_timestamp_ms,
+                   foreign_headers)
          ON CONFLICT (source_topic, source_partition, source_offset, source_timestamp_ms)
          DO NOTHING",
     )
@@ -446,6 +448,11 @@ async fn insert_dead_letters(
     .bind(
         rows.iter()
             .map(|r| r.source_timestamp_ms)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.foreign_headers.as_str())
             .collect::<Vec<_>>(),
     )
     .execute(&mut **tx)

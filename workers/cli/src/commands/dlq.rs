@@ -1,5 +1,6 @@
 //! `sluice dlq list` and `sluice dlq replay <id>|--all`: inspect dead letters and send them
-//! back to the job topic they died on, as fresh messages (no failure history).
+//! back to the job topic they died on, as fresh messages (no failure history): the key, the
+//! payload and the message's own headers (a trace id, say), none of sluice's.
 //!
 //! Each message is replayed once, however many replays run at once: its letters are claimed
 //! before it is published, marked replayed only once the broker acknowledged it, and given back
@@ -7,12 +8,19 @@
 //! [`dead_letters::REPLAY_LEASE`] later). A letter of a message replayed already is marked
 //! replayed, not published again. Only job topics are replayed to: a letter from any other topic
 //! is left alone.
+//!
+//! A letter that is not the message that died is refused, and stays listed: one cut to fit the
+//! dead-letter topic (sent again, a part of a message could only fail again), or one that did
+//! not keep the message's own headers. `replay <id>` of such a letter fails; `replay --all`
+//! counts them and succeeds, so that a letter nobody can replay does not fail every run after.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
+use rdkafka::message::{Header, OwnedHeaders};
 use sluice_core::Output;
 use sluice_db::dead_letters::{self, Claim, DeadLetter};
+use sqlx::types::Json;
 
 use crate::app::App;
 
@@ -28,7 +36,7 @@ pub enum DlqCommand {
         /// The dead letter's id, as `dlq list` shows it.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<i64>,
-        /// Every dead letter not replayed yet.
+        /// Every dead letter not replayed yet (of those there are when it starts).
         #[arg(long)]
         all: bool,
     },
@@ -48,8 +56,9 @@ pub async fn run(app: &App, command: DlqCommand) -> anyhow::Result<ExitCode> {
             let mut replay = Replay::default();
             replay.one(app, &letter).await?;
             replay.report();
-            // Replayed now, before, or by another run at this moment: all fine; left alone is not.
-            Ok(if replay.left_alone == 0 {
+            // Replayed now, before, or by another run at this moment: all fine; left alone or
+            // refused is not.
+            Ok(if replay.left_alone == 0 && replay.refused.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -57,9 +66,12 @@ pub async fn run(app: &App, command: DlqCommand) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::Replay { id: None, .. } => {
             let mut replay = Replay::default();
+            // The letters there are now, not those dead since: a message that dies again at
+            // once after its replay is replayed by the next run, not chased by this one.
+            let newest = dead_letters::newest_id(&app.pool).await?.unwrap_or(0);
             let mut after = 0;
             loop {
-                let page = dead_letters::unreplayed(&app.pool, after, PAGE).await?;
+                let page = dead_letters::unreplayed(&app.pool, after, newest, PAGE).await?;
                 let Some(last) = page.last() else { break };
                 after = last.id;
                 for letter in &page {
@@ -76,7 +88,7 @@ pub async fn run(app: &App, command: DlqCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn list(app: &App, limit: i64) -> anyhow::Result<ExitCode> {
-    let letters = dead_letters::unreplayed(&app.pool, 0, limit).await?;
+    let letters = dead_letters::unreplayed(&app.pool, 0, i64::MAX, limit).await?;
     if letters.is_empty() {
         println!("no dead letters");
         return Ok(ExitCode::SUCCESS);
@@ -109,11 +121,14 @@ async fn list(app: &App, limit: i64) -> anyhow::Result<ExitCode> {
 struct Replay {
     replayed: usize,
     left_alone: usize,
+    /// The letters that are not the message that died, which no replay will send.
+    refused: Vec<i64>,
 }
 
 impl Replay {
     /// Replays `letter` unless it is replayed already (by another run, or as a copy), another
-    /// run is replaying it, or it was not a job; says why it left one alone.
+    /// run is replaying it, it was not a job, or it is not the message that died; says why it
+    /// left one alone.
     async fn one(&mut self, app: &App, letter: &DeadLetter) -> anyhow::Result<()> {
         let id = letter.id;
         if letter.replayed_at.is_some() {
@@ -132,6 +147,32 @@ impl Replay {
             self.left_alone += 1;
             return Ok(());
         }
+        if let Some(size) = &letter.truncated_from {
+            println!(
+                "dead letter {id} was cut to fit the dead letters (a payload of {size} bytes, {} \
+                 kept); refused: it is not the message that died",
+                letter.payload.len()
+            );
+            self.refused.push(id);
+            return Ok(());
+        }
+        let Some(Json(own)) = &letter.foreign_headers else {
+            println!(
+                "dead letter {id} did not keep the message's own headers (it died before sluice \
+                 kept them exactly, with one that was not text); refused"
+            );
+            self.refused.push(id);
+            return Ok(());
+        };
+        let headers = own
+            .0
+            .iter()
+            .fold(OwnedHeaders::new(), |all, (name, value)| {
+                all.insert(Header {
+                    key: name,
+                    value: value.as_deref(),
+                })
+            });
         // Made before the claim, so that failing to make it leaves nothing claimed.
         let publisher = app.publisher()?;
         let claim = match dead_letters::claim_replay(&app.pool, letter).await? {
@@ -152,7 +193,7 @@ impl Replay {
             topic: topic.clone(),
             key: letter.message_key.clone(),
             payload: letter.payload.clone(),
-            headers: None,
+            headers: Some(headers),
         };
         if let Err(e) = publisher.try_publish(&output).await {
             dead_letters::release(&app.pool, &claim)
@@ -174,5 +215,13 @@ impl Replay {
 
     fn report(&self) {
         println!("replayed {} dead letter(s)", self.replayed);
+        if !self.refused.is_empty() {
+            let ids: Vec<String> = self.refused.iter().map(i64::to_string).collect();
+            println!(
+                "refused {} dead letter(s): {}",
+                self.refused.len(),
+                ids.join(", ")
+            );
+        }
     }
 }

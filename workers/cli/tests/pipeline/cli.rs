@@ -1,15 +1,18 @@
 //! The `sluice` program's own guarantees: one listening connection however many jobs a process
 //! awaits, `calc --id` idempotent (and refusing another request under a used id), and
-//! `dlq replay` publishing each dead message once, to job topics only.
+//! `dlq replay` publishing each dead message once, to job topics only, with its own headers,
+//! and never a letter cut to fit the dead letters.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::json;
 use sluice_db::pool::connect_and_migrate;
 use sluice_db::{DatabaseConfig, JobWaiter};
+use sluice_messages::{header, Envelope};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -200,8 +203,14 @@ async fn a_lost_notification_only_delays_the_answer() {
 
 // ---- the real pipeline ----
 
-/// Keys of every message on `topic` so far.
-async fn keys_on(p: &TestPipeline, topic: &str) -> Vec<String> {
+/// A message as a consumer of its topic sees it: its key and its headers, in order.
+struct Consumed {
+    key: String,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Every message on `topic` so far.
+async fn messages_on(p: &TestPipeline, topic: &str) -> Vec<Consumed> {
     let kafka = p.kafka.clone();
     let group = format!("{}.check", kafka.topic_prefix);
     let topic = topic.to_string();
@@ -220,22 +229,40 @@ async fn keys_on(p: &TestPipeline, topic: &str) -> Vec<String> {
                 .unwrap();
         }
         consumer.assign(&tpl).expect("assign");
-        let mut keys = Vec::new();
+        let mut messages = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while (keys.len() as i64) < expected {
+        while (messages.len() as i64) < expected {
             assert!(
                 std::time::Instant::now() < deadline,
-                "{keys:?} of {expected}"
+                "{} of {expected}",
+                messages.len()
             );
             if let Some(message) = consumer.poll(Duration::from_millis(200)) {
                 let message = message.expect("message");
-                keys.push(String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned());
+                let headers = message.headers().map_or_else(Vec::new, |all| {
+                    all.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                });
+                messages.push(Consumed {
+                    key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                    headers,
+                });
             }
         }
-        keys
+        messages
     })
     .await
     .unwrap()
+}
+
+/// Keys of every message on `topic` so far.
+async fn keys_on(p: &TestPipeline, topic: &str) -> Vec<String> {
+    messages_on(p, topic)
+        .await
+        .into_iter()
+        .map(|m| m.key)
+        .collect()
 }
 
 /// Inserts a dead letter of job `job` that first failed at `original`, as the persister
@@ -246,7 +273,15 @@ async fn dead_letter(
     job: Uuid,
     original: (&str, i32, i64),
 ) -> i64 {
-    dead_letter_with(p, source_offset, job, original, &job_message(job, 2)).await
+    dead_letter_with(
+        p,
+        source_offset,
+        job,
+        original,
+        &job_message(job, 2),
+        &json!({}),
+    )
+    .await
 }
 
 /// The compute job `job` adding 1 and `b`, as published.
@@ -258,19 +293,21 @@ fn job_message(job: Uuid, b: i64) -> Vec<u8> {
     .unwrap()
 }
 
-/// [`dead_letter`] with the message `payload`.
+/// [`dead_letter`] with the message `payload`, and sluice's `headers` as the persister stores
+/// them (the message had none of its own).
 async fn dead_letter_with(
     p: &TestPipeline,
     source_offset: i64,
     job: Uuid,
     original: (&str, i32, i64),
     payload: &[u8],
+    headers: &serde_json::Value,
 ) -> i64 {
     sqlx::query_scalar(
         "INSERT INTO dead_letters (job_id, source_topic, source_partition, source_offset,
              original_topic, original_partition, original_offset, attempts, error_class, reason,
-             message_key, payload, headers)
-         VALUES ($1, $2, 0, $3, $4, $5, $6, 3, 'unavailable', 'simulated', $7, $8, '{}')
+             message_key, payload, headers, foreign_headers)
+         VALUES ($1, $2, 0, $3, $4, $5, $6, 3, 'unavailable', 'simulated', $7, $8, $9, '[]')
          RETURNING id",
     )
     .bind(job)
@@ -281,6 +318,7 @@ async fn dead_letter_with(
     .bind(original.2)
     .bind(job.to_string().into_bytes())
     .bind(payload)
+    .bind(headers)
     .fetch_one(&p.pool)
     .await
     .unwrap()
@@ -554,7 +592,7 @@ async fn letters_sharing_an_original_position_are_each_replayed_unless_the_same_
     dead_letter(&p, 1000, old, at).await;
     dead_letter(&p, 1001, new, at).await;
     // The same job with another payload at that position is another message as well.
-    dead_letter_with(&p, 1002, old, at, &job_message(old, 3)).await;
+    dead_letter_with(&p, 1002, old, at, &job_message(old, 3), &json!({})).await;
 
     let (exit, out) = p.sluice(&["dlq", "replay", "--all"]).await;
     assert_eq!(exit, 0, "{out}");
@@ -677,4 +715,85 @@ async fn a_failed_replay_publish_gives_the_claim_back() {
     assert_eq!((exit, replayed_count(&out)), (0, 1), "{out}");
     assert_eq!(sorted_keys_on(&p, &jobs_topic).await, sorted(&[job]));
     assert_eq!(job_status(&p, job).await, "pending");
+}
+
+/// The message's own headers (a trace id here) go back with its replay, and sluice's
+/// bookkeeping of its failure (attempts, error, original position) does not: the replayed
+/// message is the one its producer sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_message_carries_its_own_headers_and_none_of_sluices() {
+    let p = TestPipeline::spawn(Options::default()).await;
+    let jobs_topic = p.topics.compute_jobs();
+    let job = Uuid::new_v4();
+    // An operation the compute workers do not know: dead-lettered at once.
+    let envelope = Envelope::with_id(job, "compute", json!({"op": "pow", "a": 1, "b": 2}));
+    let trace = ("trace-id", "4bf92f3577b34da6a3ce929d0e0e4736");
+    p.publish_with_headers(
+        &jobs_topic,
+        &job.to_string(),
+        serde_json::to_vec(&envelope).unwrap(),
+        &[trace],
+    )
+    .await;
+    let letters = format!("SELECT count(*) FROM dead_letters WHERE job_id = '{job}'");
+    p.wait_count(&letters, 1, Duration::from_secs(60)).await;
+
+    let (exit, out) = p.sluice(&["dlq", "replay", "--all"]).await;
+    assert_eq!((exit, replayed_count(&out)), (0, 1), "{out}");
+    let sent = messages_on(&p, &jobs_topic).await;
+    assert_eq!(sent.len(), 2, "the job and its replay");
+    let own = vec![(trace.0.to_string(), Some(trace.1.as_bytes().to_vec()))];
+    for message in &sent {
+        assert_eq!(message.key, job.to_string());
+        assert_eq!(
+            message.headers, own,
+            "the replay sends the message's own headers alone"
+        );
+    }
+}
+
+/// A letter cut to fit the dead-letter topic (`sluice-truncated-from`) is not the message that
+/// died: sent again it could only fail again. Replay refuses it, as a failure when asked for by
+/// id and counted by `--all`, and leaves it listed with its job dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_dead_letter_is_refused_and_left_listed() {
+    let p = TestPipeline::spawn(Options::no_workers()).await;
+    let jobs_topic = p.topics.compute_jobs();
+    let (cut_job, whole_job) = (Uuid::new_v4(), Uuid::new_v4());
+    dead_jobs(&p, &[cut_job, whole_job]).await;
+    let cut_headers = json!({header::TRUNCATED_FROM: "2000000"});
+    let cut = dead_letter_with(
+        &p,
+        1000,
+        cut_job,
+        (&jobs_topic, 0, 1),
+        &job_message(cut_job, 2),
+        &cut_headers,
+    )
+    .await;
+    let whole = dead_letter(&p, 1001, whole_job, (&jobs_topic, 0, 2)).await;
+
+    let (exit, out) = p.sluice(&["dlq", "replay", &cut.to_string()]).await;
+    assert_ne!(
+        exit, 0,
+        "a refused letter asked for by id is a failure: {out}"
+    );
+    let refused = format!("dead letter {cut} was cut to fit the dead letters");
+    assert!(out.contains(&refused), "{out}");
+    assert!(out.contains("2000000 bytes"), "{out}");
+
+    let (exit, out) = p.sluice(&["dlq", "replay", "--all"]).await;
+    assert_eq!((exit, replayed_count(&out)), (0, 1), "{out}");
+    assert!(out.contains(&refused), "{out}");
+    assert!(
+        out.contains(&format!("refused 1 dead letter(s): {cut}")),
+        "{out}"
+    );
+    assert_eq!(sorted_keys_on(&p, &jobs_topic).await, sorted(&[whole_job]));
+    assert_eq!(
+        replay_states(&p).await,
+        BTreeMap::from([(cut, (false, false)), (whole, (true, false))])
+    );
+    assert_eq!(listed(&p).await, vec![cut]);
+    assert_eq!(job_status(&p, cut_job).await, "dead");
 }

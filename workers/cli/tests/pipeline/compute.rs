@@ -320,6 +320,15 @@ async fn a_message_whose_headers_leave_no_room_for_its_dead_letter_is_dead_lette
     .await;
     wait_for_four(&p, fine).await;
     assert!(p.is_running(2), "the compute worker survived the message");
+    // What is left of it is not the message: a replay refuses it.
+    let letter: i64 = sqlx::query_scalar("SELECT id FROM dead_letters WHERE job_id = $1")
+        .bind(doomed)
+        .fetch_one(&p.pool)
+        .await
+        .unwrap();
+    let (exit, out) = p.sluice(&["dlq", "replay", &letter.to_string()]).await;
+    assert_ne!(exit, 0, "{out}");
+    assert!(out.contains("was cut to fit the dead letters"), "{out}");
 }
 
 /// Any producer can write to `compute.jobs`: a range published there under another job's id
