@@ -267,7 +267,7 @@ pub struct WorkerConfig {
     /// uncommitted and delivered again later.
     pub shutdown_grace: Duration,
     /// More than this share of the last `dead_letter_window` messages dead-lettered raises an
-    /// alarm; the stage stops when that many ran out of attempts (1 turns both off).
+    /// alarm; the stage stops when a dependency failed that many (1 turns both off).
     pub dead_letter_max_share: f64,
     pub dead_letter_window: usize,
 }

@@ -186,10 +186,12 @@ pub enum PipelineError {
     /// A handler broke the loop's contract (e.g. a wrong number of outcomes for a batch).
     #[error("handler broke its contract: {0}")]
     BrokenContract(String),
-    /// Too many recent messages ran out of attempts: a dependency keeps failing.
+    /// Too many recent messages were failed by a dependency (attempts spent on transient
+    /// failures, a topic the broker refuses): it keeps failing.
     #[error(
-        "{dead} of the last {window} messages were dead-lettered after their attempts ran out \
-         (limit {max_share}); stopping rather than dead-lettering the whole topic"
+        "{dead} of the last {window} messages were dead-lettered by a failing dependency (their \
+         attempts spent, or a topic the broker refuses) (limit {max_share}); stopping rather \
+         than dead-lettering the whole topic"
     )]
     TooManyDeadLetters {
         dead: usize,

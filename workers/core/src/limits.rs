@@ -63,9 +63,11 @@ pub enum DeadLetterCause {
     /// The message itself can never succeed (undecodable, invalid, refused): what any producer
     /// of a public topic can send, so it must not stop the stage for everyone.
     Rejected,
-    /// Its attempts ran out on transient failures: a dependency (the database, a provider)
-    /// keeps failing, and going on would empty the topic into the dead letters.
-    AttemptsSpent,
+    /// A dependency failed it: its attempts ran out on transient failures (the database, a
+    /// provider), or the broker refuses a topic its outputs go to (unknown, not authorized).
+    /// Such failures hit every message, and going on would empty the topic into the dead
+    /// letters.
+    DependencyFailing,
 }
 
 /// A change of a [`DeadLetterGuard`]'s alarm.
@@ -79,13 +81,13 @@ pub enum Alarm {
 
 /// Counts dead letters among the last `window` messages. Past `max_share` of a full window it
 /// raises an alarm (the stage goes on: a producer's garbage is dead-lettered, not an outage),
-/// and it stops the stage when that many ran out of attempts, since then a dependency is
-/// failing and going on would empty a topic into the dead letters.
+/// and it stops the stage when a dependency failed that many ([`DeadLetterCause`]): going on
+/// would empty a topic into the dead letters.
 #[derive(Debug)]
 pub struct DeadLetterGuard {
     recent: VecDeque<Option<DeadLetterCause>>,
     rejected: usize,
-    attempts_spent: usize,
+    dependency_failing: usize,
     window: usize,
     max_share: f64,
     alarmed: bool,
@@ -96,7 +98,7 @@ impl DeadLetterGuard {
         Self {
             recent: VecDeque::with_capacity(window),
             rejected: 0,
-            attempts_spent: 0,
+            dependency_failing: 0,
             window,
             max_share,
             alarmed: false,
@@ -107,7 +109,7 @@ impl DeadLetterGuard {
         let count = match cause {
             None => return,
             Some(DeadLetterCause::Rejected) => &mut self.rejected,
-            Some(DeadLetterCause::AttemptsSpent) => &mut self.attempts_spent,
+            Some(DeadLetterCause::DependencyFailing) => &mut self.dependency_failing,
         };
         if added {
             *count += 1;
@@ -132,14 +134,14 @@ impl DeadLetterGuard {
         }
         self.recent.push_back(dead_lettered);
         self.count(dead_lettered, true);
-        if self.over_share(self.attempts_spent) {
+        if self.over_share(self.dependency_failing) {
             return Err(PipelineError::TooManyDeadLetters {
-                dead: self.attempts_spent,
+                dead: self.dependency_failing,
                 window: self.window,
                 max_share: self.max_share,
             });
         }
-        let dead = self.rejected + self.attempts_spent;
+        let dead = self.rejected + self.dependency_failing;
         let over = self.over_share(dead);
         if over == self.alarmed {
             return Ok(None);
@@ -180,8 +182,8 @@ mod tests {
     }
 
     #[test]
-    fn spent_attempts_past_the_share_of_a_full_window_stop_the_stage() {
-        let spent = Some(DeadLetterCause::AttemptsSpent);
+    fn a_failing_dependency_past_the_share_of_a_full_window_stops_the_stage() {
+        let spent = Some(DeadLetterCause::DependencyFailing);
         let mut guard = DeadLetterGuard::new(10, 0.5);
         for _ in 0..5 {
             guard.record(spent).unwrap();
@@ -214,10 +216,12 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(guard.record(rejected).unwrap(), None, "raised once");
         }
-        // Spent attempts count towards the alarm, and alone towards stopping.
+        // A failing dependency counts towards the alarm, and alone towards stopping.
         for _ in 0..5 {
             assert_eq!(
-                guard.record(Some(DeadLetterCause::AttemptsSpent)).unwrap(),
+                guard
+                    .record(Some(DeadLetterCause::DependencyFailing))
+                    .unwrap(),
                 None
             );
         }

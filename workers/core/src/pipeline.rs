@@ -485,6 +485,9 @@ impl<H: Handler> StageLoop<H> {
                     }
                 }
             }
+            // Incremental rebalancing tells every member of each rebalance, most of them of
+            // nothing new: nothing to check, and dispatch must not wait on it.
+            Event::Assigned(assigned) if assigned.is_empty() => {}
             Event::Assigned(assigned) => {
                 self.assignments.push_back((assigned, Duration::ZERO));
                 self.start_assignment();
@@ -1049,7 +1052,7 @@ async fn deliver<H: Handler>(
                     .route_failure(&ctx.topics, shared.way_back.as_deref(), job, &error);
             let dead =
                 (next.topic == ctx.topics.dead_letters()).then_some(if error.is_retryable() {
-                    DeadLetterCause::AttemptsSpent
+                    DeadLetterCause::DependencyFailing
                 } else {
                     DeadLetterCause::Rejected
                 });
@@ -1091,9 +1094,15 @@ async fn deliver<H: Handler>(
     let letter = ctx
         .retry
         .route_failure(&ctx.topics, shared.way_back.as_deref(), job, &error);
+    // Too large is this message's doing; a topic the broker refuses fails every message.
+    let cause = if refused.too_large() {
+        DeadLetterCause::Rejected
+    } else {
+        DeadLetterCause::DependencyFailing
+    };
     Ok(
         if publish_dead_letter(&ctx.publisher, &letter, &shared.shutdown).await? {
-            Delivery::DeadLettered(DeadLetterCause::Rejected)
+            Delivery::DeadLettered(cause)
         } else {
             Delivery::Abandoned
         },

@@ -30,6 +30,9 @@ const MAX_ERROR_LEN: usize = 2_000;
 pub const TRUNCATED_PAYLOAD: usize = 64 * 1024;
 /// What is kept of a cut dead letter's own (not sluice's) headers, in bytes of names and values.
 pub const TRUNCATED_FOREIGN_HEADERS: usize = 16 * 1024;
+/// What is kept of a key longer than this in a dead letter cut to fit: its first bytes. Keys
+/// sluice writes are ids and KV keys (at most 1 KiB); a longer one came from elsewhere.
+pub const TRUNCATED_KEY: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -157,9 +160,9 @@ impl RetryPolicy {
     }
 }
 
-/// `dead_letter` cut to fit any broker: its payload to [`TRUNCATED_PAYLOAD`] bytes and the
-/// message's own headers to [`TRUNCATED_FOREIGN_HEADERS`] (kept in order while they fit),
-/// for when the broker refused it as too large. sluice's headers are bounded and all kept;
+/// `dead_letter` cut to fit any broker: its payload to [`TRUNCATED_PAYLOAD`] bytes, its key to
+/// [`TRUNCATED_KEY`] and the message's own headers to [`TRUNCATED_FOREIGN_HEADERS`] (kept in
+/// order while they fit), for when the broker refused it as too large. sluice's headers are bounded and all kept;
 /// the original size, and how many headers were dropped, are said in headers.
 fn truncated(dead_letter: &Output) -> Output {
     let original = dead_letter.payload.len();
@@ -184,7 +187,10 @@ fn truncated(dead_letter: &Output) -> Output {
     }
     Output {
         topic: dead_letter.topic.clone(),
-        key: dead_letter.key.clone(),
+        key: dead_letter
+            .key
+            .as_ref()
+            .map(|key| key[..key.len().min(TRUNCATED_KEY)].to_vec()),
         payload,
         headers: Some(rewrite_headers(Some(&headers), &[], &add)),
     }
@@ -294,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_dead_letter_keeps_sluice_headers_and_the_foreign_ones_that_fit() {
+    fn a_cut_dead_letter_keeps_sluice_headers_the_foreign_ones_that_fit_and_a_keys_start() {
         let big = "v".repeat(TRUNCATED_FOREIGN_HEADERS / 2);
         let headers = [
             ("traceparent", "00-abc-01"),
@@ -312,13 +318,14 @@ mod tests {
         });
         let letter = Output {
             topic: "dl".to_string(),
-            key: None,
+            key: Some(vec![b'k'; TRUNCATED_KEY * 4]),
             payload: vec![b'x'; TRUNCATED_PAYLOAD * 3],
             headers: Some(headers),
         };
         let cut = truncated(&letter);
         let kept = cut.headers.as_ref();
         assert_eq!(cut.payload.len(), TRUNCATED_PAYLOAD);
+        assert_eq!(cut.key, Some(vec![b'k'; TRUNCATED_KEY]));
         assert_eq!(
             header_i64(kept, header::TRUNCATED_FROM),
             Some(TRUNCATED_PAYLOAD as i64 * 3)

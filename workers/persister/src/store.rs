@@ -267,7 +267,9 @@ async fn upsert_results(
          SET status = 'done', result = EXCLUDED.result, error = EXCLUDED.error,
              worker = EXCLUDED.worker, attempts = EXCLUDED.attempts,
              finished_at = EXCLUDED.finished_at, persisted_at = EXCLUDED.persisted_at
-         WHERE jobs.status <> 'done'
+         -- A recorded job is answered by its own kind only, not by whatever a producer
+         -- published under its id.
+         WHERE jobs.status <> 'done' AND (jobs.request IS NULL OR jobs.kind = EXCLUDED.kind)
          RETURNING job_id",
     )
     .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
@@ -293,8 +295,8 @@ fn ids(rows: Vec<(Uuid,)>) -> Vec<Uuid> {
 /// redelivered job split across a different number of live workers) are kept apart and never
 /// mix into the answer; the first complete split decides it. When the compute job's request
 /// was recorded (`sluice calc`), only a split of that request counts: a sum_squares of its `n`,
-/// into its `parts` if it named them, so that another request published under the job's id
-/// cannot answer it. Returns the jobs completed.
+/// into its `parts` (at most n) if it named them, so that another request published under the
+/// job's id cannot answer it; a job of another kind recorded under the id, none. Returns the jobs completed.
 async fn insert_parts_and_assemble(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[PartRow],
@@ -345,9 +347,12 @@ async fn insert_parts_and_assemble(
          complete AS (
              SELECT DISTINCT ON (r.job_id) r.job_id, r.n, r.parts
              FROM ranges r LEFT JOIN jobs j ON j.job_id = r.job_id
-             WHERE j.kind IS DISTINCT FROM 'compute' OR j.request IS NULL
-                OR (j.request->>'op' = 'sum_squares' AND j.request->'n' = to_jsonb(r.n)
-                    AND COALESCE(j.request->'parts', 'null') IN ('null', to_jsonb(r.parts)))
+             WHERE j.request IS NULL
+                OR (j.kind = 'compute' AND j.request->>'op' = 'sum_squares'
+                    AND j.request->'n' = to_jsonb(r.n)
+                    -- A split has at most n ranges, however many were asked for.
+                    AND (COALESCE(j.request->'parts', 'null') = 'null'
+                         OR LEAST((j.request->>'parts')::numeric, r.n) = r.parts))
              GROUP BY r.job_id, r.n, r.parts
              HAVING count(*) = r.parts AND min(r.a) = 1 AND max(r.b) = r.n
                 AND bool_and(r.a = COALESCE(r.previous_b + 1, 1))
@@ -477,7 +482,8 @@ async fn insert_dead_letters(
          SET status = 'dead', error = EXCLUDED.error, attempts = EXCLUDED.attempts,
              request = COALESCE(jobs.request, EXCLUDED.request),
              persisted_at = EXCLUDED.persisted_at
-         WHERE jobs.status <> 'done'
+         -- Nor is it killed by the dead letter of another kind's message under its id.
+         WHERE jobs.status <> 'done' AND (jobs.request IS NULL OR jobs.kind = EXCLUDED.kind)
          RETURNING job_id",
     )
     .bind(dead_jobs.keys().copied().collect::<Vec<_>>())

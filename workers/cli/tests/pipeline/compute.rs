@@ -285,50 +285,62 @@ async fn malformed_input_becomes_dead_letters_or_error_answers_and_the_worker_ke
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_whose_headers_leave_no_room_for_its_dead_letter_is_dead_lettered_cut() {
+async fn a_message_whose_headers_or_key_leave_no_room_for_its_dead_letter_is_dead_lettered_cut() {
     let p = TestPipeline::spawn(Options::default()).await;
     let topic = p.topics.compute_jobs();
-    let doomed = Uuid::new_v4();
-    // An unknown operation: its name in the error makes the dead letter's own headers long.
-    let envelope = Envelope::with_id(
-        doomed,
-        "compute",
-        json!({"op": "o".repeat(1_500), "a": 1, "b": 2}),
-    );
-    let payload = serde_json::to_vec(&envelope).unwrap();
-    let key = doomed.to_string();
-    let trace = ("traceparent", "00-abc-01");
-    // The message fits a message's size with 100 bytes to spare; its dead letter, with
-    // sluice's headers added (the error alone is longer), does not, whatever its payload is cut
-    // to, unless its own headers are cut too.
-    let filler_len = sluice_core::kafka::MESSAGE_MAX_BYTES
-        - payload.len()
-        - key.len()
-        - trace.0.len()
-        - trace.1.len()
-        - "filler".len()
-        - 100;
-    let filler = "h".repeat(filler_len);
-    p.publish_with_headers(&topic, &key, payload, &[trace, ("filler", &filler)])
-        .await;
+    let mut doomed = Vec::new();
+    for filler_in_key in [false, true] {
+        let id = Uuid::new_v4();
+        // An unknown operation: its name in the error makes the dead letter's own headers long.
+        let envelope = Envelope::with_id(
+            id,
+            "compute",
+            json!({"op": "o".repeat(1_500), "a": 1, "b": 2}),
+        );
+        let payload = serde_json::to_vec(&envelope).unwrap();
+        let trace = ("traceparent", "00-abc-01");
+        // The message fits a message's size with 100 bytes to spare; its dead letter, with
+        // sluice's headers added (the error alone is longer), does not, whatever its payload
+        // is cut to, unless its own headers, or its key, are cut too.
+        let filler_len = sluice_core::kafka::MESSAGE_MAX_BYTES
+            - payload.len()
+            - id.to_string().len()
+            - trace.0.len()
+            - trace.1.len()
+            - "filler".len()
+            - 100;
+        let filler = "h".repeat(filler_len);
+        if filler_in_key {
+            let key = format!("{id}{filler}");
+            p.publish_with_headers(&topic, &key, payload, &[trace])
+                .await;
+        } else {
+            let headers = [trace, ("filler", filler.as_str())];
+            p.publish_with_headers(&topic, &id.to_string(), payload, &headers)
+                .await;
+        }
+        doomed.push(id);
+    }
     let fine = publish_two_plus_two(&p).await;
-    p.wait_count(
-        &format!("SELECT count(*) FROM dead_letters WHERE job_id = '{doomed}'"),
-        1,
-        Duration::from_secs(60),
-    )
-    .await;
+    for id in &doomed {
+        p.wait_count(
+            &format!("SELECT count(*) FROM dead_letters WHERE job_id = '{id}'"),
+            1,
+            Duration::from_secs(60),
+        )
+        .await;
+        // What is left of it is not the message: a replay refuses it.
+        let letter: i64 = sqlx::query_scalar("SELECT id FROM dead_letters WHERE job_id = $1")
+            .bind(id)
+            .fetch_one(&p.pool)
+            .await
+            .unwrap();
+        let (exit, out) = p.sluice(&["dlq", "replay", &letter.to_string()]).await;
+        assert_ne!(exit, 0, "{out}");
+        assert!(out.contains("was cut to fit the dead letters"), "{out}");
+    }
     wait_for_four(&p, fine).await;
-    assert!(p.is_running(2), "the compute worker survived the message");
-    // What is left of it is not the message: a replay refuses it.
-    let letter: i64 = sqlx::query_scalar("SELECT id FROM dead_letters WHERE job_id = $1")
-        .bind(doomed)
-        .fetch_one(&p.pool)
-        .await
-        .unwrap();
-    let (exit, out) = p.sluice(&["dlq", "replay", &letter.to_string()]).await;
-    assert_ne!(exit, 0, "{out}");
-    assert!(out.contains("was cut to fit the dead letters"), "{out}");
+    assert!(p.is_running(2), "the compute worker survived the messages");
 }
 
 /// Any producer can write to `compute.jobs`: a range published there under another job's id

@@ -402,10 +402,9 @@ async fn garbage_past_the_dead_letter_share_raises_an_alarm_and_the_stage_goes_o
     stage.await.unwrap().unwrap();
 }
 
-/// Attempts that run out on transient failures mean a dependency is failing: past the share
-/// the stage stops, instead of emptying the topic into the dead letters.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attempts_spent_past_the_dead_letter_share_stop_the_stage() {
+/// Runs `handler` on 20 messages of `payload` with a share of 0.5 over 10, and checks that the
+/// stage stops at the sixth dead letter.
+async fn stops_at_the_sixth_of_ten<H: Handler>(role: &str, handler: H, payload: &[u8]) {
     let p = TestPipeline::spawn(Options {
         max_attempts: 1,
         ..Options::no_workers()
@@ -414,15 +413,14 @@ async fn attempts_spent_past_the_dead_letter_share_stop_the_stage() {
     let topic = p.topics.compute_jobs();
     let stage = p
         .run_in_process(
-            Stage::new("failing", vec![topic.clone()], one_at_a_time()),
-            guarded_worker("failing"),
-            Judges {
-                dependency_down: true,
-            },
+            Stage::new(role, vec![topic.clone()], one_at_a_time()),
+            guarded_worker(role),
+            handler,
         )
         .await;
     for i in 0..20 {
-        p.publish_raw(&topic, &i.to_string(), b"{}".to_vec()).await;
+        p.publish_raw(&topic, &i.to_string(), payload.to_vec())
+            .await;
     }
     let stopped = tokio::time::timeout(Duration::from_secs(60), stage)
         .await
@@ -440,6 +438,18 @@ async fn attempts_spent_past_the_dead_letter_share_stop_the_stage() {
         "{stopped:?}"
     );
     assert!(p.count("SELECT count(*) FROM dead_letters").await <= 6);
+}
+
+/// A failing dependency — attempts spent on transient failures, an output topic the broker
+/// refuses — fails every message: past the share the stage stops, instead of emptying the
+/// topic into the dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_dependency_past_the_dead_letter_share_stops_the_stage() {
+    let failing = Judges {
+        dependency_down: true,
+    };
+    stops_at_the_sixth_of_ten("failing", failing, b"{}").await;
+    stops_at_the_sixth_of_ten("refused-topic", Refused, b"bad-topic").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -296,7 +296,7 @@ async fn parts_that_do_not_cover_the_range_exactly_once_make_no_answer() {
 /// the ranges of another request published under its id (n = 1 where it asked n = 9) are kept
 /// but answer nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_a_split_of_the_recorded_request_answers_a_job() {
+async fn a_recorded_job_is_answered_only_by_its_own_request_and_kind() {
     let p = TestPipeline::spawn(Options::no_workers()).await;
     let job = Uuid::new_v4();
     sqlx::query(
@@ -322,6 +322,66 @@ async fn only_a_split_of_the_recorded_request_answers_a_job() {
         .await,
         1
     );
+
+    // More parts asked for than n: the worker splits into n ranges, and they answer.
+    let few = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO jobs (job_id, kind, status, request, created_at)
+         VALUES ($1, 'compute', 'pending', '{\"op\": \"sum_squares\", \"n\": 2, \"parts\": 5}', now())",
+    )
+    .bind(few)
+    .execute(&p.pool)
+    .await
+    .unwrap();
+    p.publish_raw(&topic, &few.to_string(), part_message(few, 2, 2, 0, 1, 1))
+        .await;
+    p.publish_raw(&topic, &few.to_string(), part_message(few, 2, 2, 1, 2, 2))
+        .await;
+    p.wait_count(
+        &format!(
+            "SELECT count(*) FROM jobs WHERE job_id = '{few}' AND status = 'done'
+               AND result->>'result' = '5'"
+        ),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // A result of another kind under a recorded job's id answers nothing; its own kind does.
+    let mut other = serde_json::from_slice::<serde_json::Value>(&result_message(
+        job_id_of_recorded(&p).await,
+        json!({"ok": true}),
+    ))
+    .unwrap();
+    other["kind"] = json!("ml.train");
+    let recorded = other["id"].as_str().unwrap().to_string();
+    p.publish_raw(&topic, &recorded, other.to_string().into_bytes())
+        .await;
+    let own = result_message(recorded.parse().unwrap(), json!({"ok": true, "result": 3}));
+    p.publish_raw(&topic, &recorded, own).await;
+    p.wait_count(
+        &format!(
+            "SELECT count(*) FROM jobs WHERE job_id = '{recorded}' AND status = 'done'
+               AND kind = 'compute' AND result->>'result' = '3'"
+        ),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+/// Records a pending `add` job, as `sluice calc` does, and returns its id.
+async fn job_id_of_recorded(p: &TestPipeline) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO jobs (job_id, kind, status, request, created_at)
+         VALUES ($1, 'compute', 'pending', '{\"op\": \"add\", \"a\": 1, \"b\": 2}', now())",
+    )
+    .bind(id)
+    .execute(&p.pool)
+    .await
+    .unwrap();
+    id
 }
 
 /// Sets the persister's stored position in every partition of `topic`.

@@ -30,6 +30,28 @@ fn revoked_partitions(log: &str, topic: &str) -> BTreeSet<i32> {
         .collect()
 }
 
+/// Publishes `envelope` under its id to `partition` of `topic`, so that a test knows where
+/// each message went.
+async fn publish_to<P: serde::Serialize>(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    envelope: &Envelope<P>,
+) {
+    let payload = serde_json::to_vec(envelope).unwrap();
+    let key = envelope.id.to_string();
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(partition)
+                .key(&key)
+                .payload(&payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+}
+
 /// 500 slow calls in flight on one LLM worker when a second joins: the calls on the partitions
 /// the first keeps are not cancelled, so each of their questions is asked exactly once (the
 /// eager protocol revoked every partition, and every call was made again).
@@ -67,18 +89,7 @@ async fn an_llm_worker_joining_cancels_no_call_on_a_partition_that_stays() {
             KIND,
             Question::new(question.clone(), Some(expected.clone())),
         );
-        let payload = serde_json::to_vec(&envelope).unwrap();
-        let key = id.to_string();
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .partition(partition)
-                    .key(&key)
-                    .payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
+        publish_to(&producer, &topic, partition, &envelope).await;
     }
     eventually(Duration::from_secs(60), "500 calls in flight", || async {
         (fake.calls().await.len() >= QUESTIONS).then_some(())
@@ -135,18 +146,7 @@ async fn an_ml_worker_joining_restarts_no_fit_on_a_partition_that_stays() {
     let topic = p.topics.ml_train();
     for partition in 0..PARTITIONS {
         let envelope = Envelope::new(sluice_messages::ml::KIND_TRAIN, endless.clone());
-        let payload = serde_json::to_vec(&envelope).unwrap();
-        let key = envelope.id.to_string();
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .partition(partition)
-                    .key(&key)
-                    .payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
+        publish_to(&producer, &topic, partition, &envelope).await;
     }
     let pid = p.pid(first);
     let fits: BTreeSet<u32> = eventually(Duration::from_secs(60), "four fits", || async {
