@@ -164,7 +164,10 @@ class Worker:
         self.consumer = Consumer({**common, "group.id": f"{self.prefix}.group.llm",
                                   "enable.auto.commit": True, "auto.commit.interval.ms": 1000,
                                   "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-                                  "fetch.wait.max.ms": 10, "session.timeout.ms": 10000, **extra})
+                                  "fetch.wait.max.ms": 10, "session.timeout.ms": 10000,
+                                  # The Rust workers' assignor: a group cannot mix it with the
+                                  # eager ones, and a member joining moves only what must move.
+                                  "partition.assignment.strategy": "cooperative-sticky", **extra})
         self.producer = Producer({**common, "acks": "all", "linger.ms": 5, "message.timeout.ms": 30000,
                                   "allow.auto.create.topics": False, **extra})
         self.partitions: dict[tuple[str, int], Partition] = {}

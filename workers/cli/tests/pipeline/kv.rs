@@ -608,6 +608,21 @@ async fn an_update_whose_change_the_state_topic_refuses_is_dead_lettered() {
     for outcome in admin.alter_configs([&small], &options).await.unwrap() {
         outcome.expect("the state topic's limit lowered");
     }
+    // The broker applies a change it acknowledged a moment later (KRaft replays it).
+    eventually(
+        Duration::from_secs(30),
+        "the lower limit in force",
+        || async {
+            let described = admin
+                .describe_configs([&ResourceSpecifier::Topic(&topic)], &options)
+                .await
+                .ok()?
+                .pop()?
+                .ok()?;
+            (described.get("max.message.bytes")?.value.as_deref() == Some("2048")).then_some(())
+        },
+    )
+    .await;
     // Hex digits of a counter's hash: little for compression to take away.
     let large: String = (0..20_000u64)
         .map(|i| format!("{:x}", (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60)))
