@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::StageContext;
 use crate::kafka::Output;
+use crate::stats::ALARM_FADES_AFTER;
 
 fn beat(ctx: &StageContext, role: &str, state: WorkerState) -> Heartbeat {
     Heartbeat {
@@ -20,7 +21,7 @@ fn beat(ctx: &StageContext, role: &str, state: WorkerState) -> Heartbeat {
         in_flight: ctx.stats.in_flight(),
         processed: ctx.stats.processed(),
         dead_lettered: ctx.stats.dead_lettered(),
-        alarm: ctx.stats.alarm(),
+        alarm: ctx.stats.alarm(ALARM_FADES_AFTER),
         version: env!("CARGO_PKG_VERSION").to_string(),
         at: Utc::now(),
     }

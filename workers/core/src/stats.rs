@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 
 use sluice_messages::heartbeat::WorkerState;
 
+/// How long after the last dead letter a raised alarm still shows. The alarm's share is
+/// recomputed only as messages finish, so on a topic that went quiet after a burst of garbage
+/// it would otherwise show until a window of good messages came.
+pub const ALARM_FADES_AFTER: Duration = Duration::from_secs(300);
+
 #[derive(Debug)]
 pub struct WorkerStats {
     started: Instant,
@@ -18,6 +23,8 @@ pub struct WorkerStats {
     dead_lettered: AtomicU64,
     /// Why the stage's dead letters are over their share, while they are.
     alarm: Mutex<Option<String>>,
+    /// Milliseconds after `started` of the last dead letter.
+    last_dead_letter_ms: AtomicU64,
     /// Milliseconds after `started` when work last finished (or the stage became idle).
     last_progress_ms: AtomicU64,
 }
@@ -31,6 +38,7 @@ impl Default for WorkerStats {
             processed: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             alarm: Mutex::new(None),
+            last_dead_letter_ms: AtomicU64::new(0),
             last_progress_ms: AtomicU64::new(0),
         }
     }
@@ -72,6 +80,8 @@ impl WorkerStats {
 
     pub fn dead_lettered_one(&self) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.last_dead_letter_ms
+            .store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// Messages sent to the dead letters since the stage started.
@@ -86,7 +96,15 @@ impl WorkerStats {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = reason;
     }
 
-    pub fn alarm(&self) -> Option<String> {
+    /// The alarm raised, unless no message was dead-lettered for `fades_after`
+    /// ([`ALARM_FADES_AFTER`]).
+    pub fn alarm(&self, fades_after: Duration) -> Option<String> {
+        let quiet = self
+            .now_ms()
+            .saturating_sub(self.last_dead_letter_ms.load(Ordering::Relaxed));
+        if Duration::from_millis(quiet) >= fades_after {
+            return None;
+        }
         self.alarm
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -128,5 +146,22 @@ mod tests {
         assert_eq!(stats.state(limit), WorkerState::Idle);
         stats.set_waiting(3);
         assert_eq!(stats.state(limit), WorkerState::Busy);
+    }
+
+    #[test]
+    fn an_alarm_fades_once_no_message_is_dead_lettered_for_a_while() {
+        let stats = WorkerStats::default();
+        let fades_after = Duration::from_millis(50);
+        stats.dead_lettered_one();
+        stats.set_alarm(Some("garbage".into()));
+        assert_eq!(stats.alarm(fades_after).as_deref(), Some("garbage"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(stats.alarm(fades_after), None, "quiet: faded");
+        stats.dead_lettered_one();
+        assert_eq!(
+            stats.alarm(fades_after).as_deref(),
+            Some("garbage"),
+            "garbage again"
+        );
     }
 }
