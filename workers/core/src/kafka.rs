@@ -158,36 +158,54 @@ pub fn is_undeliverable(error: &KafkaError) -> Option<RDKafkaErrorCode> {
     .then_some(code)
 }
 
+/// Room left in a record batch for its header and each record's framing.
+const BATCH_FRAMING_BYTES: usize = 128;
+
 /// A producer whose `publish` returns once the broker acknowledged the message.
 #[derive(Clone)]
 pub struct Publisher {
     producer: Arc<AckingProducer>,
+    /// Larger outputs are refused here, before anything of them is sent.
+    max_message_bytes: usize,
 }
 
 impl Publisher {
     pub fn new(kafka: &KafkaConfig) -> Result<Self, PipelineError> {
         Ok(Self {
             producer: Arc::new(AckingProducer::new(&producer_config(kafka))?),
+            max_message_bytes: MESSAGE_MAX_BYTES,
         })
     }
 
     /// A publisher whose messages reach each partition in the order they were sent, even when
-    /// the client retries a request: one request in flight per broker connection.
-    pub fn ordered(kafka: &KafkaConfig) -> Result<Self, PipelineError> {
+    /// the client retries a request: one request in flight per broker connection. Its batches
+    /// stay within `topic_max_bytes` (the `max.message.bytes` of the topic it writes), and a
+    /// message that cannot fit one is refused before it is queued: a batch the broker refused
+    /// after some of [`Publisher::publish_in_order`]'s outputs had landed would leave those
+    /// there alone.
+    pub fn ordered(kafka: &KafkaConfig, topic_max_bytes: usize) -> Result<Self, PipelineError> {
+        let within = topic_max_bytes.saturating_sub(BATCH_FRAMING_BYTES);
         let mut config = producer_config(kafka);
-        config.set("max.in.flight.requests.per.connection", "1");
+        config
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("batch.size", within.clamp(1, 1_000_000).to_string());
         Ok(Self {
             producer: Arc::new(AckingProducer::new(&config)?),
+            max_message_bytes: within.min(MESSAGE_MAX_BYTES),
         })
+    }
+
+    fn refuses(&self, output: &Output) -> Option<KafkaError> {
+        // librdkafka would refuse it too, but only after copying it into its queue.
+        (output.size() > self.max_message_bytes).then_some(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ))
     }
 
     /// Publishes once; the error is the broker's or the client's.
     pub async fn try_publish(&self, output: &Output) -> Result<(i32, i64), KafkaError> {
-        if output.size() > MESSAGE_MAX_BYTES {
-            // librdkafka would refuse it too, but only after copying it into its queue.
-            return Err(KafkaError::MessageProduction(
-                RDKafkaErrorCode::MessageSizeTooLarge,
-            ));
+        if let Some(refused) = self.refuses(output) {
+            return Err(refused);
         }
         self.producer.send(output).await
     }
@@ -205,6 +223,10 @@ impl Publisher {
         let mut acks = Vec::with_capacity(outputs.len());
         let mut failed = None;
         for output in outputs {
+            if let Some(refused) = self.refuses(output) {
+                failed = Some(refused);
+                break;
+            }
             match self.producer.queue(output).await {
                 Ok(ack) => acks.push(ack),
                 Err(error) => {

@@ -34,6 +34,27 @@ pub async fn ensure_shared_topics(
     enforce_required_settings(&admin, topics, &names).await
 }
 
+/// The `max.message.bytes` `topic` has now: what the broker takes in one record batch. An
+/// operator may have created it smaller than sluice would.
+pub async fn max_message_bytes(kafka: &KafkaConfig, topic: &str) -> Result<usize, PipelineError> {
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let described = admin_client(kafka)?
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+        .await?
+        .pop()
+        .ok_or(PipelineError::Kafka(KafkaError::AdminOp(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        )))?
+        .map_err(|code| PipelineError::TopicConfig {
+            topic: topic.to_string(),
+            code,
+        })?;
+    Ok(described
+        .get("max.message.bytes")
+        .and_then(|entry| entry.value.as_deref()?.parse().ok())
+        .unwrap_or(kafka::BATCH_MAX_BYTES))
+}
+
 fn admin_client(kafka: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, PipelineError> {
     Ok(kafka::client_config(kafka).create()?)
 }

@@ -44,9 +44,16 @@ pub struct Change {
 }
 
 impl Changelog {
-    pub fn new(kafka: &KafkaConfig, topic: String, worker: &str) -> Result<Self, PipelineError> {
+    /// Publishes to `topic`, within the record size it takes now: a change too large for it
+    /// is refused before anything of its batch is sent.
+    pub async fn connect(
+        kafka: &KafkaConfig,
+        topic: String,
+        worker: &str,
+    ) -> Result<Self, PipelineError> {
+        let topic_max_bytes = sluice_core::topics::max_message_bytes(kafka, &topic).await?;
         Ok(Self {
-            publisher: Publisher::ordered(kafka)?,
+            publisher: Publisher::ordered(kafka, topic_max_bytes)?,
             topic,
             worker: worker.to_string(),
         })
