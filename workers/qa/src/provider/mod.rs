@@ -87,12 +87,15 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    /// The status of a refusal that may be the configuration's (a wrong key, URL or model)
-    /// rather than the question's: which one, only a [`probe`] can tell.
-    pub fn configuration_status(&self) -> Option<u16> {
+    /// What a refusal was, when it may be the configuration's (a wrong key, URL, model or
+    /// parameter, an account out of credit: every question would meet it) rather than the
+    /// question's: which one, only a [`probe`] can tell. Not a malformed answer: a provider
+    /// sends the odd one at random, and a probe meeting one by chance would stop the worker.
+    pub fn refusal(&self) -> Option<String> {
         match self {
-            Self::Unauthorized(status) => Some(*status),
-            Self::NotFound => Some(404),
+            Self::Unauthorized(status) => Some(format!("HTTP {status}")),
+            Self::NotFound => Some("HTTP 404".into()),
+            Self::Refused { status, detail } => Some(format!("HTTP {status}: {detail}")),
             _ => None,
         }
     }

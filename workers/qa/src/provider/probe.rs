@@ -1,13 +1,15 @@
-//! Whether a refusal that may mean a wrong key, URL or model (401, 403, 404, Gemini's invalid
-//! key) is about every request or about one question. A proxy or filter in front of a working
-//! provider refuses some prompts with these statuses too: taken as fatal, one such question
-//! stopped every worker that took its partition, one after another.
+//! Whether a refusal (any 4xx but 429, Gemini's invalid key) is about every request or about
+//! one question. A wrong key, URL, model or parameter, or an account out
+//! of credit, meets every question with one; a proxy or filter in front of a working provider
+//! refuses some prompts with the same statuses. Taken as fatal, one such question stopped every
+//! worker that took its partition, one after another; taken as the question's, a wrong
+//! configuration emptied the topic into the dead letters.
 //!
 //! So such a refusal is checked with a probe, [`PROBE_QUESTION`], fixed and no user's:
-//! - refused too (or any failure that stops the worker): the configuration is wrong for every
-//!   request, and the worker stops with the probe's reason (fatal);
-//! - accepted (answered, or refused for what it asked): only the question is refused, and it is
-//!   dead-lettered with its status (permanent);
+//! - refused too: the configuration is wrong for every request, and the worker stops with the
+//!   probe's reason (fatal);
+//! - answered (a malformed answer too: the provider took the request): only the question is
+//!   refused, and it is dead-lettered with the refusal (permanent);
 //! - failed otherwise (rate limited, down, out of time): nothing is known yet, and the question
 //!   is retried (transient).
 //!
@@ -52,7 +54,7 @@ impl RefusalProbe {
         error: ProviderError,
         timeout: Option<Duration>,
     ) -> HandlerError {
-        let Some(status) = error.configuration_status() else {
+        let Some(refusal) = error.refusal() else {
             return error.into();
         };
         let refused_at = Instant::now();
@@ -73,8 +75,8 @@ impl RefusalProbe {
             Verdict::Accepted => HandlerError::permanent(
                 ErrorClass::Refused,
                 format!(
-                    "the provider refused this question (HTTP {status}) but accepts a probe \
-                     without it: a refusal of the question, not of the key, URL or model"
+                    "the provider refused this question ({refusal}) but answers a probe \
+                     without it: a refusal of the question, not of the configuration"
                 ),
             ),
             Verdict::Refused(fatal) => fatal,
@@ -88,13 +90,17 @@ async fn probe(provider: &Provider, timeout: Option<Duration>) -> Result<Verdict
         Ok(_) => return Ok(Verdict::Accepted),
         Err(error) => error,
     };
+    if matches!(error, ProviderError::Malformed(_)) {
+        // The provider took the request, whatever it made of it.
+        return Ok(Verdict::Accepted);
+    }
     match HandlerError::from(error) {
-        HandlerError::Fatal { class, message } => Ok(Verdict::Refused(HandlerError::fatal(
-            class,
-            format!("{message} (a probe without any question's text was refused too)"),
-        ))),
-        // A malformed answer or another 4xx: the provider got past the key, URL and model.
-        HandlerError::Permanent { .. } => Ok(Verdict::Accepted),
+        HandlerError::Fatal { class, message } | HandlerError::Permanent { class, message } => {
+            Ok(Verdict::Refused(HandlerError::fatal(
+                class,
+                format!("{message} (a probe without any question's text was refused too)"),
+            )))
+        }
         open @ (HandlerError::Transient { .. } | HandlerError::Interrupted) => Err(open),
     }
 }
@@ -232,8 +238,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn other_failures_send_no_probe() {
-        let (provider, probes) = provider_whose_probe_gets(200).await;
+    async fn any_refusal_or_nonsense_the_probe_meets_too_stops_the_worker() {
+        // An account out of credit: 402 for every request, the probe included.
+        let (provider, probes) = provider_whose_probe_gets(402).await;
+        let no_credit = ProviderError::Refused {
+            status: 402,
+            detail: "no credit".into(),
+        };
+        let meaning = RefusalProbe::default()
+            .meaning(&provider, no_credit, TIMEOUT)
+            .await;
+        assert!(matches!(meaning, HandlerError::Fatal { .. }), "{meaning:?}");
+        assert_eq!(probes.load(Ordering::SeqCst), 1);
+        // A 422 for one question that the probe does not meet: that question's.
+        let (provider, _) = provider_whose_probe_gets(200).await;
         let refused = ProviderError::Refused {
             status: 422,
             detail: "no".into(),
@@ -241,7 +259,26 @@ mod tests {
         let meaning = RefusalProbe::default()
             .meaning(&provider, refused, TIMEOUT)
             .await;
-        assert!(matches!(meaning, HandlerError::Permanent { .. }));
+        assert!(
+            matches!(meaning, HandlerError::Permanent { .. }),
+            "{meaning:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_failures_send_no_probe() {
+        let (provider, probes) = provider_whose_probe_gets(200).await;
+        let refusals = RefusalProbe::default();
+        let meaning = refusals
+            .meaning(&provider, ProviderError::Timeout, TIMEOUT)
+            .await;
+        assert!(meaning.is_retryable(), "{meaning:?}");
+        let malformed = ProviderError::Malformed("no choices".into());
+        let meaning = refusals.meaning(&provider, malformed, TIMEOUT).await;
+        assert!(
+            matches!(meaning, HandlerError::Permanent { .. }),
+            "{meaning:?}"
+        );
         assert_eq!(probes.load(Ordering::SeqCst), 0);
     }
 }
