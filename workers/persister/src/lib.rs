@@ -123,9 +123,11 @@ impl PersisterHandler {
         };
         loop {
             match store::write(&self.pool, &self.group, items, &self.changelog).await {
-                Ok(0) => return Ok(()),
                 Ok(skipped) => {
-                    tracing::info!(skipped, "skipped redelivered messages already applied");
+                    if skipped > 0 {
+                        tracing::info!(skipped, "skipped redelivered messages already applied");
+                    }
+                    self.count_own_dead_letters(items);
                     return Ok(());
                 }
                 Err(e) if store::stops_the_stage(&e) => return Err(WriteError::Fatal(e)),
@@ -138,6 +140,18 @@ impl PersisterHandler {
                     }
                 }
                 Err(e) => return Err(WriteError::Refused(e)),
+            }
+        }
+    }
+
+    /// Counts the messages written as dead letters instead of their rows, as the loop counts
+    /// those it publishes (the `DEAD` of `sluice workers`); the dead letters this stage reads
+    /// from their topic are other stages'.
+    fn count_own_dead_letters(&self, items: &[Consumed<'_>]) {
+        let dead_letters = self.ctx.topics.dead_letters();
+        for item in items {
+            if matches!(item.record, Record::DeadLetter(_)) && item.job.topic != dead_letters {
+                self.ctx.stats.dead_lettered_one();
             }
         }
     }

@@ -63,6 +63,13 @@ async fn invalid_results_become_dead_letters_and_the_persister_keeps_running() {
             .await,
         4
     );
+    // Counted as dead-lettered in its heartbeats, as a stage counts those it publishes.
+    p.wait_count(
+        "SELECT count(*) FROM workers WHERE role = 'persister' AND dead_lettered = 5",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
     assert!(p.is_running(0), "the persister survived all of it");
 }
 
