@@ -1,8 +1,11 @@
 //! Waiting out something that is down (the broker, the database): a pause that doubles after
-//! every failed attempt, up to a cap, and gives way to shutdown.
+//! every failed attempt, up to a cap, and gives way to shutdown. Every wait with back-off in
+//! sluice is one of these, on the `backoff` crate's exponential policy.
 
 use std::time::Duration;
 
+use backoff::backoff::Backoff;
+use backoff::ExponentialBackoff;
 use tokio_util::sync::CancellationToken;
 
 /// The longest pause between two attempts.
@@ -10,23 +13,32 @@ const LONGEST: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct Pause {
-    next: Duration,
+    policy: ExponentialBackoff,
 }
 
 impl Pause {
     pub fn starting_at(first: Duration) -> Self {
-        Self { next: first }
+        Self {
+            policy: ExponentialBackoff {
+                current_interval: first,
+                initial_interval: first,
+                multiplier: 2.0,
+                randomization_factor: 0.0,
+                max_interval: LONGEST,
+                max_elapsed_time: None,
+                ..ExponentialBackoff::default()
+            },
+        }
     }
 
     /// How long the next [`Pause::wait`] sleeps.
     pub fn next(&self) -> Duration {
-        self.next
+        self.policy.current_interval
     }
 
     /// Sleeps the current pause and doubles the next one; false when `stop` fired first.
     pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
-        let pause = self.next;
-        self.next = (pause * 2).min(LONGEST);
+        let pause = self.policy.next_backoff().unwrap_or(LONGEST);
         tokio::select! {
             _ = stop.cancelled() => false,
             _ = tokio::time::sleep(pause) => true,

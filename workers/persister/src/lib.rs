@@ -27,9 +27,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
-use backoff::ExponentialBackoff;
 use sluice_core::config::WorkerConfig;
+use sluice_core::pause::Pause;
 use sluice_core::{
     Cx, ErrorClass, Execution, Handler, HandlerError, Job, Outcome, ReadFrom, Stage, StageContext,
     TopicPartition,
@@ -115,12 +114,7 @@ impl PersisterHandler {
     /// Writes `items`, waiting out every failure but refused data and a broker that will take
     /// no KV change, with exponential backoff until they commit or shutdown comes.
     async fn write_durably(&self, items: &[Consumed<'_>]) -> Result<(), WriteError> {
-        let mut backoff = ExponentialBackoff {
-            initial_interval: Duration::from_millis(100),
-            max_interval: Duration::from_secs(5),
-            max_elapsed_time: None,
-            ..ExponentialBackoff::default()
-        };
+        let mut pause = Pause::starting_at(Duration::from_millis(100));
         loop {
             match store::write(&self.pool, &self.group, items, &self.changelog).await {
                 Ok(skipped) => {
@@ -132,11 +126,9 @@ impl PersisterHandler {
                 }
                 Err(e) if store::stops_the_stage(&e) => return Err(WriteError::Fatal(e)),
                 Err(e) if !store::is_refused_data(&e) => {
-                    let pause = backoff.next_backoff().unwrap_or(backoff.max_interval);
-                    tracing::warn!(error = %e, ?pause, "write failed, retrying");
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return Err(WriteError::Interrupted),
-                        _ = tokio::time::sleep(pause) => {}
+                    tracing::warn!(error = %e, pause = ?pause.next(), "write failed, retrying");
+                    if !pause.wait(&self.shutdown).await {
+                        return Err(WriteError::Interrupted);
                     }
                 }
                 Err(e) => return Err(WriteError::Refused(e)),
