@@ -124,6 +124,19 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// Whether the message itself was refused (its size, or a record the broker finds invalid)
+    /// rather than its topic (unknown, not authorized): the latter fails every message.
+    pub fn refuses_the_message(&self) -> bool {
+        self.too_large()
+            || matches!(
+                self,
+                Self::Undeliverable {
+                    code: RDKafkaErrorCode::InvalidRecord,
+                    ..
+                }
+            )
+    }
+
     /// Whether the message's size was the problem.
     pub fn too_large(&self) -> bool {
         matches!(
@@ -222,11 +235,12 @@ impl Publisher {
         };
         let mut acks = Vec::with_capacity(outputs.len());
         let mut failed = None;
+        // Checked before any is queued, so that none of them lands when one cannot.
+        if let Some(refused) = outputs.iter().find_map(|output| self.refuses(output)) {
+            purge.done = true;
+            return Err(refused);
+        }
         for output in outputs {
-            if let Some(refused) = self.refuses(output) {
-                failed = Some(refused);
-                break;
-            }
             match self.producer.queue(output).await {
                 Ok(ack) => acks.push(ack),
                 Err(error) => {

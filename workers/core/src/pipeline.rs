@@ -1094,8 +1094,8 @@ async fn deliver<H: Handler>(
     let letter = ctx
         .retry
         .route_failure(&ctx.topics, shared.way_back.as_deref(), job, &error);
-    // Too large is this message's doing; a topic the broker refuses fails every message.
-    let cause = if refused.too_large() {
+    // A refused record is this message's doing; a topic the broker refuses fails every one.
+    let cause = if refused.refuses_the_message() {
         DeadLetterCause::Rejected
     } else {
         DeadLetterCause::DependencyFailing

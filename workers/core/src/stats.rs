@@ -151,11 +151,11 @@ mod tests {
     #[test]
     fn an_alarm_fades_once_no_message_is_dead_lettered_for_a_while() {
         let stats = WorkerStats::default();
-        let fades_after = Duration::from_millis(50);
+        let fades_after = Duration::from_millis(500);
         stats.dead_lettered_one();
         stats.set_alarm(Some("garbage".into()));
         assert_eq!(stats.alarm(fades_after).as_deref(), Some("garbage"));
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(600));
         assert_eq!(stats.alarm(fades_after), None, "quiet: faded");
         stats.dead_lettered_one();
         assert_eq!(

@@ -45,9 +45,15 @@ pub async fn max_message_bytes(kafka: &KafkaConfig, topic: &str) -> Result<usize
         .ok_or(PipelineError::Kafka(KafkaError::AdminOp(
             RDKafkaErrorCode::UnknownTopicOrPartition,
         )))?
-        .map_err(|code| PipelineError::TopicConfig {
-            topic: topic.to_string(),
-            code,
+        .map_err(|code| match code {
+            // Created a moment ago, and the broker that answered has not heard yet: retried.
+            RDKafkaErrorCode::UnknownTopicOrPartition => {
+                PipelineError::Kafka(KafkaError::AdminOp(code))
+            }
+            _ => PipelineError::TopicConfig {
+                topic: topic.to_string(),
+                code,
+            },
         })?;
     Ok(described
         .get("max.message.bytes")

@@ -13,15 +13,18 @@
 //! again always makes the same changes.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::error::KafkaError;
 use serde_json::json;
 use serde_json::value::RawValue;
 use sluice_core::config::KafkaConfig;
+use sluice_core::pause::Pause;
 use sluice_core::{Output, PipelineError, Publisher};
 use sluice_messages::kv::{KvChange, KvOp, KIND};
 use sqlx::{PgPool, Postgres, Transaction};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::records::{KvUpdateRow, ResultRow};
@@ -50,8 +53,18 @@ impl Changelog {
         kafka: &KafkaConfig,
         topic: String,
         worker: &str,
+        shutdown: &CancellationToken,
     ) -> Result<Self, PipelineError> {
-        let topic_max_bytes = sluice_core::topics::max_message_bytes(kafka, &topic).await?;
+        let mut pause = Pause::starting_at(Duration::from_millis(200));
+        let topic_max_bytes = loop {
+            match sluice_core::topics::max_message_bytes(kafka, &topic).await {
+                Err(e) if e.is_retryable() && !shutdown.is_cancelled() => {
+                    tracing::warn!(error = %e, %topic, "cannot read the state topic's size limit yet, retrying");
+                    pause.wait(shutdown).await;
+                }
+                read => break read?,
+            }
+        };
         Ok(Self {
             publisher: Publisher::ordered(kafka, topic_max_bytes)?,
             topic,

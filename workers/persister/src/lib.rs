@@ -350,8 +350,13 @@ pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
     let ctx = StageContext::from_env(worker, &shutdown).await?;
     let pool = connect_and_migrate(&db, &shutdown).await?;
     let topics = &ctx.topics;
-    let changelog =
-        Changelog::connect(&ctx.kafka, topics.kv_state(), &ctx.worker.instance_id).await?;
+    let changelog = Changelog::connect(
+        &ctx.kafka,
+        topics.kv_state(),
+        &ctx.worker.instance_id,
+        &shutdown,
+    )
+    .await?;
     // One stage failing stops the other: the process exits and its supervisor restarts it.
     let stop = shutdown.child_token();
     // Nothing comes back to the persister through the retry topics: a database outage is

@@ -351,8 +351,11 @@ async fn insert_parts_and_assemble(
                 OR (j.kind = 'compute' AND j.request->>'op' = 'sum_squares'
                     AND j.request->'n' = to_jsonb(r.n)
                     -- A split has at most n ranges, however many were asked for.
-                    AND (COALESCE(j.request->'parts', 'null') = 'null'
-                         OR LEAST((j.request->>'parts')::numeric, r.n) = r.parts))
+                    AND CASE COALESCE(jsonb_typeof(j.request->'parts'), 'null')
+                            WHEN 'null' THEN true
+                            WHEN 'number' THEN LEAST((j.request->>'parts')::numeric, r.n) = r.parts
+                            ELSE false
+                        END)
              GROUP BY r.job_id, r.n, r.parts
              HAVING count(*) = r.parts AND min(r.a) = 1 AND max(r.b) = r.n
                 AND bool_and(r.a = COALESCE(r.previous_b + 1, 1))
@@ -480,10 +483,15 @@ async fn insert_dead_letters(
               AS d(job_id, kind, reason, attempts, created_at, request)
          ON CONFLICT (job_id) DO UPDATE
          SET status = 'dead', error = EXCLUDED.error, attempts = EXCLUDED.attempts,
-             request = COALESCE(jobs.request, EXCLUDED.request),
+             request = CASE WHEN jobs.kind = EXCLUDED.kind
+                            THEN COALESCE(jobs.request, EXCLUDED.request)
+                            ELSE jobs.request END,
              persisted_at = EXCLUDED.persisted_at
-         -- Nor is it killed by the dead letter of another kind's message under its id.
-         WHERE jobs.status <> 'done' AND (jobs.request IS NULL OR jobs.kind = EXCLUDED.kind)
+         -- Nor is it killed by the dead letter of another kind's message under its id (but
+         -- for a range of its own: a compute job dies with its parts).
+         WHERE jobs.status <> 'done'
+           AND (jobs.request IS NULL OR jobs.kind = EXCLUDED.kind
+                OR (jobs.kind = 'compute' AND EXCLUDED.kind = 'compute.part'))
          RETURNING job_id",
     )
     .bind(dead_jobs.keys().copied().collect::<Vec<_>>())

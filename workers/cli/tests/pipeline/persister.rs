@@ -360,7 +360,7 @@ async fn a_recorded_job_is_answered_only_by_its_own_request_and_kind() {
         json!({"ok": true}),
     ))
     .unwrap();
-    other["kind"] = json!("ml.train");
+    other["kind"] = json!("other");
     let recorded = other["id"].as_str().unwrap().to_string();
     p.publish_raw(&topic, &recorded, other.to_string().into_bytes())
         .await;

@@ -27,6 +27,12 @@ use super::{Provider, ProviderError};
 /// What a probe asks: a few tokens, and nothing from any question.
 pub const PROBE_QUESTION: &str = "Reply with one word: ok";
 
+/// How long a probe the provider answered speaks for later refusals other than refused
+/// credentials: a stream of questions refused for what they ask (a 400 for a prompt the
+/// provider flags) costs one probe a minute, not one each. Refused credentials are probed again
+/// every time: a key revoked since the last probe must stop the worker at once.
+const ANSWERED_PROBE_HOLDS: Duration = Duration::from_secs(60);
+
 /// The probes of one worker: the latest, and whether the provider accepted it.
 #[derive(Default)]
 pub struct RefusalProbe {
@@ -57,10 +63,19 @@ impl RefusalProbe {
         let Some(refusal) = error.refusal() else {
             return error.into();
         };
+        let credentials = matches!(
+            error,
+            ProviderError::Unauthorized(_) | ProviderError::NotFound
+        );
         let refused_at = Instant::now();
         let mut latest = self.latest.lock().await;
         let verdict = match &*latest {
             Some((started, verdict)) if *started >= refused_at => verdict.clone(),
+            Some((started, Verdict::Accepted))
+                if !credentials && started.elapsed() < ANSWERED_PROBE_HOLDS =>
+            {
+                Verdict::Accepted
+            }
             _ => {
                 let started = Instant::now();
                 let verdict = match probe(provider, timeout).await {
@@ -238,7 +253,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn any_refusal_or_nonsense_the_probe_meets_too_stops_the_worker() {
+    async fn any_refusal_the_probe_meets_too_stops_the_worker() {
         // An account out of credit: 402 for every request, the probe included.
         let (provider, probes) = provider_whose_probe_gets(402).await;
         let no_credit = ProviderError::Refused {
@@ -262,6 +277,32 @@ mod tests {
         assert!(
             matches!(meaning, HandlerError::Permanent { .. }),
             "{meaning:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answered_probe_speaks_for_a_minute_of_refused_questions_not_credentials() {
+        let (provider, probes) = provider_whose_probe_gets(200).await;
+        let refusals = RefusalProbe::default();
+        let flagged = || ProviderError::Refused {
+            status: 400,
+            detail: "flagged".into(),
+        };
+        for _ in 0..3 {
+            let meaning = refusals.meaning(&provider, flagged(), TIMEOUT).await;
+            assert!(
+                matches!(meaning, HandlerError::Permanent { .. }),
+                "{meaning:?}"
+            );
+        }
+        assert_eq!(probes.load(Ordering::SeqCst), 1, "one probe for the three");
+        refusals
+            .meaning(&provider, ProviderError::Unauthorized(401), TIMEOUT)
+            .await;
+        assert_eq!(
+            probes.load(Ordering::SeqCst),
+            2,
+            "refused credentials probe again"
         );
     }
 
