@@ -45,20 +45,25 @@ pub async fn max_message_bytes(kafka: &KafkaConfig, topic: &str) -> Result<usize
         .ok_or(PipelineError::Kafka(KafkaError::AdminOp(
             RDKafkaErrorCode::UnknownTopicOrPartition,
         )))?
-        .map_err(|code| match code {
-            // Created a moment ago, and the broker that answered has not heard yet: retried.
-            RDKafkaErrorCode::UnknownTopicOrPartition => {
-                PipelineError::Kafka(KafkaError::AdminOp(code))
-            }
-            _ => PipelineError::TopicConfig {
-                topic: topic.to_string(),
-                code,
-            },
-        })?;
+        .map_err(|code| not_described(topic, code))?;
     Ok(described
         .get("max.message.bytes")
         .and_then(|entry| entry.value.as_deref()?.parse().ok())
         .unwrap_or(kafka::BATCH_MAX_BYTES))
+}
+
+/// Why `topic`'s configuration could not be described: retried when the topic was created a
+/// moment ago and the broker that answered has not heard yet.
+fn not_described(topic: &str, code: RDKafkaErrorCode) -> PipelineError {
+    match code {
+        RDKafkaErrorCode::UnknownTopicOrPartition => {
+            PipelineError::Kafka(KafkaError::AdminOp(code))
+        }
+        _ => PipelineError::TopicConfig {
+            topic: topic.to_string(),
+            code,
+        },
+    }
 }
 
 fn admin_client(kafka: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, PipelineError> {
@@ -84,16 +89,7 @@ async fn enforce_required_settings(
         .iter()
         .zip(admin.describe_configs(&specifiers, &options).await?)
     {
-        let resource = described.map_err(|code| match code {
-            // Created a moment ago, and the broker that answered has not heard yet: retried.
-            RDKafkaErrorCode::UnknownTopicOrPartition => {
-                PipelineError::Kafka(KafkaError::AdminOp(code))
-            }
-            _ => PipelineError::TopicConfig {
-                topic: name.clone(),
-                code,
-            },
-        })?;
+        let resource = described.map_err(|code| not_described(name, code))?;
         let current = |setting: &str| {
             resource
                 .get(setting)

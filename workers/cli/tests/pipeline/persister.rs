@@ -305,15 +305,7 @@ async fn parts_that_do_not_cover_the_range_exactly_once_make_no_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_job_is_answered_only_by_its_own_request_and_kind() {
     let p = TestPipeline::spawn(Options::no_workers()).await;
-    let job = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO jobs (job_id, kind, status, request, created_at)
-         VALUES ($1, 'compute', 'pending', '{\"op\": \"sum_squares\", \"n\": 9}', now())",
-    )
-    .bind(job)
-    .execute(&p.pool)
-    .await
-    .unwrap();
+    let job = recorded(&p, json!({"op": "sum_squares", "n": 9})).await;
     let topic = p.topics.results();
     p.publish_raw(&topic, &job.to_string(), part_message(job, 1, 1, 0, 1, 1))
         .await;
@@ -331,15 +323,7 @@ async fn a_recorded_job_is_answered_only_by_its_own_request_and_kind() {
     );
 
     // More parts asked for than n: the worker splits into n ranges, and they answer.
-    let few = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO jobs (job_id, kind, status, request, created_at)
-         VALUES ($1, 'compute', 'pending', '{\"op\": \"sum_squares\", \"n\": 2, \"parts\": 5}', now())",
-    )
-    .bind(few)
-    .execute(&p.pool)
-    .await
-    .unwrap();
+    let few = recorded(&p, json!({"op": "sum_squares", "n": 2, "parts": 5})).await;
     p.publish_raw(&topic, &few.to_string(), part_message(few, 2, 2, 0, 1, 1))
         .await;
     p.publish_raw(&topic, &few.to_string(), part_message(few, 2, 2, 1, 2, 2))
@@ -356,7 +340,7 @@ async fn a_recorded_job_is_answered_only_by_its_own_request_and_kind() {
 
     // A result of another kind under a recorded job's id answers nothing; its own kind does.
     let mut other = serde_json::from_slice::<serde_json::Value>(&result_message(
-        job_id_of_recorded(&p).await,
+        recorded(&p, json!({"op": "add", "a": 1, "b": 2})).await,
         json!({"ok": true}),
     ))
     .unwrap();
@@ -377,14 +361,15 @@ async fn a_recorded_job_is_answered_only_by_its_own_request_and_kind() {
     .await;
 }
 
-/// Records a pending `add` job, as `sluice calc` does, and returns its id.
-async fn job_id_of_recorded(p: &TestPipeline) -> Uuid {
+/// Records a pending compute job of `request`, as `sluice calc` does, and returns its id.
+async fn recorded(p: &TestPipeline, request: serde_json::Value) -> Uuid {
     let id = Uuid::new_v4();
     sqlx::query(
         "INSERT INTO jobs (job_id, kind, status, request, created_at)
-         VALUES ($1, 'compute', 'pending', '{\"op\": \"add\", \"a\": 1, \"b\": 2}', now())",
+         VALUES ($1, 'compute', 'pending', $2, now())",
     )
     .bind(id)
+    .bind(request)
     .execute(&p.pool)
     .await
     .unwrap();
