@@ -127,28 +127,24 @@ impl PublishError {
     /// Whether the message itself was refused (its size, or a record the broker finds invalid)
     /// rather than its topic (unknown, not authorized): the latter fails every message.
     pub fn refuses_the_message(&self) -> bool {
-        self.too_large()
-            || matches!(
-                self,
-                Self::Undeliverable {
-                    code: RDKafkaErrorCode::InvalidRecord,
-                    ..
-                }
-            )
+        matches!(self, Self::Undeliverable { code, .. }
+            if is_too_large(*code) || *code == RDKafkaErrorCode::InvalidRecord)
     }
 
     /// Whether the message's size was the problem.
     pub fn too_large(&self) -> bool {
-        matches!(
-            self,
-            Self::Undeliverable {
-                code: RDKafkaErrorCode::MessageSizeTooLarge
-                    | RDKafkaErrorCode::MessageBatchTooLarge
-                    | RDKafkaErrorCode::InvalidMessageSize,
-                ..
-            }
-        )
+        matches!(self, Self::Undeliverable { code, .. } if is_too_large(*code))
     }
+}
+
+/// Whether a refusal is about the size of what was sent.
+pub fn is_too_large(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+    )
 }
 
 /// Whether a delivery error can never succeed on retry. librdkafka has already waited out

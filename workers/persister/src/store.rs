@@ -39,13 +39,7 @@ pub fn stops_the_stage(error: &StoreError) -> bool {
 }
 
 fn refuses_size(error: &KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode::{
-        InvalidMessageSize, MessageBatchTooLarge, MessageSizeTooLarge,
-    };
-    matches!(
-        sluice_core::kafka::is_undeliverable(error),
-        Some(MessageSizeTooLarge | MessageBatchTooLarge | InvalidMessageSize)
-    )
+    sluice_core::kafka::is_undeliverable(error).is_some_and(sluice_core::kafka::is_too_large)
 }
 
 /// Why a batch was not written.
